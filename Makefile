@@ -1,0 +1,43 @@
+# Every target the README quotes. `make` alone lists them.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The releases this project is tested with; any torch>=2.4 / torchvision>=0.19 works (override to change).
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+
+.PHONY: help install models test test-fast lint format clean
+
+help:
+	@echo "make models     install into $(VENV) and list every model (parameters, FLOPs, depth, skip, paper)"
+	@echo "make test       install, lint (ruff) and run the whole test suite, slow tests included"
+	@echo "make test-fast  the suite without tests marked slow"
+	@echo "make format     format the code with ruff"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@touch $@
+
+install: $(STAMP)
+
+models: $(STAMP)
+	$(BIN)/resnets models
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+test: lint
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

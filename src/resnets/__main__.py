@@ -1,0 +1,5 @@
+"""`python -m resnets` runs the command line."""
+
+from resnets.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,240 @@
+"""Convolutional residual blocks, each with a choice of skip.
+
+Every block computes a branch F(x) and merges it with its skip path S(x) according to `skip`:
+
+    none        y = F(x)                        plain network (no path around the block)
+    identity    y = F(x) + x                    ResNet (x zero-padded (A) or projected (B) on a shape change)
+    projection  y = F(x) + W_s x                the seed's learned skip matrix W^(l-2,l), always
+    gated       y = T(x)·F(x) + (1 − T(x))·x    highway / "exclusive gating" (He et al. 2016b, Fig. 2c)
+
+Post-activation blocks (He et al. 2016) apply ReLU after the merge; pre-activation blocks
+(He et al. 2016b) apply BN-ReLU before each conv and leave the sum untouched. Module names follow
+torchvision (`conv1`, `bn1`, ..., `downsample`) so that state_dicts load into each other.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from resnets.layers import (
+    DEFAULT_GATE_BIAS,
+    Gate,
+    NormLayer,
+    check_skip,
+    conv1x1,
+    conv3x3,
+    highway_combine,
+    make_shortcut,
+)
+
+BLOCK_SKIPS = ("none", "identity", "projection", "gated")
+
+
+class SkipBlock(nn.Module):
+    """Base class holding the skip path (`downsample`) and highway gate shared by every block."""
+
+    expansion = 1
+    preact = False  # pre-activation blocks need a final BN-ReLU after the last stage
+
+    downsample: nn.Module | None
+    gate: Gate | None
+
+    def _build_skip(
+        self,
+        skip: str,
+        in_ch: int,
+        out_ch: int,
+        stride: int,
+        shortcut: str,
+        norm_layer: NormLayer | None,
+        gate_bias: float,
+    ) -> None:
+        self.skip = check_skip(skip, BLOCK_SKIPS)
+        self.downsample = make_shortcut(skip, in_ch, out_ch, stride, shortcut, norm_layer)
+        self.gate = Gate(in_ch, out_ch, stride, gate_bias) if skip == "gated" else None
+        # Pre-activation blocks feed a learned shortcut the pre-activated input; identity carries x.
+        self.shortcut_reads_preact = self.downsample is not None and any(
+            True for _ in self.downsample.parameters()
+        )
+
+    def _merge(
+        self, branch: torch.Tensor, x: torch.Tensor, gate_input: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Combine the branch F(x) with the skip path of `x`; the gate reads `gate_input` (default x)."""
+        if self.downsample is None:
+            return branch
+        carry = self.downsample(x)
+        if self.gate is None:
+            return branch + carry
+        return highway_combine(branch, carry, self.gate(x if gate_input is None else gate_input))
+
+    def zero_init_last(self) -> None:
+        """Zero the last scale of the branch so F(x) = 0 and the block starts as its skip path
+        (Goyal et al. 2017, "Accurate, Large Minibatch SGD", §5.1)."""
+        raise NotImplementedError
+
+
+class BasicBlock(SkipBlock):
+    """Two 3×3 convs (He et al. 2016, Fig. 2 left / Fig. 5 left):
+    y = ReLU(merge(BN(conv(ReLU(BN(conv x)))), x))."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        planes: int,
+        stride: int = 1,
+        skip: str = "identity",
+        shortcut: str = "B",
+        groups: int = 1,
+        base_width: int = 64,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        gate_bias: float = DEFAULT_GATE_BIAS,
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if groups != 1 or base_width != 64:
+            raise ValueError("BasicBlock supports only groups=1 and base_width=64 (as torchvision)")
+        self.conv1 = conv3x3(in_ch, planes, stride)
+        self.bn1 = norm_layer(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = norm_layer(planes)
+        self._build_skip(skip, in_ch, planes, stride, shortcut, norm_layer, gate_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(self.drop(out)))
+        return self.relu(self._merge(out, x))
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.bn2.weight)
+
+
+class Bottleneck(SkipBlock):
+    """1×1 reduce, 3×3, 1×1 expand ×4 (He et al. 2016, Fig. 5 right). The stride sits on the 3×3 conv
+    as in torchvision ("ResNet V1.5"); `groups`/`base_width` give ResNeXt and wide ResNets."""
+
+    expansion = 4
+
+    def __init__(
+        self,
+        in_ch: int,
+        planes: int,
+        stride: int = 1,
+        skip: str = "identity",
+        shortcut: str = "B",
+        groups: int = 1,
+        base_width: int = 64,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        gate_bias: float = DEFAULT_GATE_BIAS,
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        width = int(planes * (base_width / 64.0)) * groups
+        out_ch = planes * self.expansion
+        self.conv1 = conv1x1(in_ch, width)
+        self.bn1 = norm_layer(width)
+        self.conv2 = conv3x3(width, width, stride, groups)
+        self.bn2 = norm_layer(width)
+        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.conv3 = conv1x1(width, out_ch)
+        self.bn3 = norm_layer(out_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self._build_skip(skip, in_ch, out_ch, stride, shortcut, norm_layer, gate_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(self.drop(out)))
+        return self.relu(self._merge(out, x))
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.bn3.weight)
+
+
+class PreActBasicBlock(SkipBlock):
+    """Pre-activation basic block (He et al. 2016b, Fig. 1b): y = merge(conv(ReLU(BN(conv(ReLU(BN x)))))).
+
+    A learned shortcut and the gate read the pre-activated input, as in the paper's code and in
+    wide ResNets (Zagoruyko & Komodakis 2016); a parameter-free shortcut carries x itself."""
+
+    preact = True
+
+    def __init__(
+        self,
+        in_ch: int,
+        planes: int,
+        stride: int = 1,
+        skip: str = "identity",
+        shortcut: str = "B",
+        groups: int = 1,
+        base_width: int = 64,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        gate_bias: float = DEFAULT_GATE_BIAS,
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if groups != 1 or base_width != 64:
+            raise ValueError("PreActBasicBlock supports only groups=1 and base_width=64")
+        self.bn1 = norm_layer(in_ch)
+        self.relu = nn.ReLU(inplace=False)  # the pre-activation may also feed the shortcut
+        self.conv1 = conv3x3(in_ch, planes, stride)
+        self.bn2 = norm_layer(planes)
+        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.conv2 = conv3x3(planes, planes)
+        # A learned shortcut is a bare 1×1 conv: its input has already been through bn1.
+        self._build_skip(skip, in_ch, planes, stride, shortcut, None, gate_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.relu(self.bn1(x))
+        out = self.conv1(pre)
+        out = self.conv2(self.drop(self.relu(self.bn2(out))))
+        return self._merge(out, pre if self.shortcut_reads_preact else x, gate_input=pre)
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.conv2.weight)
+
+
+class PreActBottleneck(SkipBlock):
+    """Pre-activation bottleneck (He et al. 2016b, used for ResNet-164 and ResNet-1001)."""
+
+    expansion = 4
+    preact = True
+
+    def __init__(
+        self,
+        in_ch: int,
+        planes: int,
+        stride: int = 1,
+        skip: str = "identity",
+        shortcut: str = "B",
+        groups: int = 1,
+        base_width: int = 64,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        gate_bias: float = DEFAULT_GATE_BIAS,
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        width = int(planes * (base_width / 64.0)) * groups
+        out_ch = planes * self.expansion
+        self.bn1 = norm_layer(in_ch)
+        self.relu = nn.ReLU(inplace=False)
+        self.conv1 = conv1x1(in_ch, width)
+        self.bn2 = norm_layer(width)
+        self.conv2 = conv3x3(width, width, stride, groups)
+        self.bn3 = norm_layer(width)
+        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.conv3 = conv1x1(width, out_ch)
+        self._build_skip(skip, in_ch, out_ch, stride, shortcut, None, gate_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.relu(self.bn1(x))
+        out = self.conv1(pre)
+        out = self.conv2(self.relu(self.bn2(out)))
+        out = self.conv3(self.drop(self.relu(self.bn3(out))))
+        return self._merge(out, pre if self.shortcut_reads_preact else x, gate_input=pre)
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.conv3.weight)

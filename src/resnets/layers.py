@@ -1,0 +1,145 @@
+"""Shared building pieces: convolutions, norms, activations, shortcuts and gates.
+
+Blocks and networks build from these; nothing here knows about a particular architecture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from resnets.registry import SKIP_KINDS
+
+NormLayer = Callable[[int], nn.Module]
+
+DEFAULT_GATE_BIAS = -3.0
+"""Transform-gate bias at init. Srivastava et al. 2015 (§2.2, "Training Very Deep Networks") start
+highway nets biased towards carrying the input (negative b_T, e.g. -1 or -3), so that a deep net
+begins as a shallow one; He et al. 2016b (Table 1) used -6 for their gated ResNets."""
+
+
+def conv3x3(in_ch: int, out_ch: int, stride: int = 1, groups: int = 1, dilation: int = 1) -> nn.Conv2d:
+    """3×3 convolution with 'same' padding and no bias (a norm layer follows)."""
+    return nn.Conv2d(
+        in_ch, out_ch, 3, stride=stride, padding=dilation, groups=groups, bias=False, dilation=dilation
+    )
+
+
+def conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
+    """1×1 convolution with no bias (a norm layer follows)."""
+    return nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False)
+
+
+def check_skip(skip: str, allowed: tuple[str, ...] = SKIP_KINDS) -> str:
+    """Return `skip` if it is one of `allowed`, else raise a ValueError that lists them."""
+    if skip not in allowed:
+        raise ValueError(f"skip must be one of {allowed}, got {skip!r}")
+    return skip
+
+
+class ZeroPadShortcut(nn.Module):
+    """He et al. 2016, §3.3 option A: identity shortcut that subsamples by `stride` and zero-pads the
+    new channels. Parameter-free, so plain and residual twins have exactly the same parameters."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
+        super().__init__()
+        if out_ch < in_ch:
+            raise ValueError(f"option A shortcut cannot reduce channels ({in_ch} -> {out_ch}); use option B")
+        self.stride = stride
+        self.extra = out_ch - in_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        if self.extra:
+            # Pad the channel dimension: F.pad pads the last dims first, so (W, W, H, H, C, C).
+            half = self.extra // 2
+            x = F.pad(x, (0, 0, 0, 0, half, self.extra - half))
+        return x
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}, extra_channels={self.extra}"
+
+
+def projection_shortcut(
+    in_ch: int, out_ch: int, stride: int, norm_layer: NormLayer | None = nn.BatchNorm2d
+) -> nn.Sequential:
+    """He et al. 2016, §3.3 option B/C: a learned 1×1 projection W_s x (the seed's W^(l-2,l)),
+    followed by a norm. The Sequential's indices give torchvision's `downsample.0/1` keys."""
+    layers: list[nn.Module] = [conv1x1(in_ch, out_ch, stride)]
+    if norm_layer is not None:
+        layers.append(norm_layer(out_ch))
+    return nn.Sequential(*layers)
+
+
+def make_shortcut(
+    skip: str,
+    in_ch: int,
+    out_ch: int,
+    stride: int,
+    option: str = "B",
+    norm_layer: NormLayer | None = nn.BatchNorm2d,
+) -> nn.Module | None:
+    """The path around a block for a skip kind; `None` for `skip="none"`.
+
+    `identity` is the bare input where shapes match, else option A (zero-pad) or B (projection);
+    `projection` always learns a 1×1 map; `gated` carries the identity path (the gate is separate).
+    """
+    check_skip(skip, ("none", "identity", "projection", "gated"))
+    if skip == "none":
+        return None
+    if skip == "projection":
+        return projection_shortcut(in_ch, out_ch, stride, norm_layer)
+    if in_ch == out_ch and stride == 1:
+        return nn.Identity()
+    if option == "A":
+        return ZeroPadShortcut(in_ch, out_ch, stride)
+    if option == "B":
+        return projection_shortcut(in_ch, out_ch, stride, norm_layer)
+    raise ValueError(f"shortcut option must be 'A' (zero-pad) or 'B' (projection), got {option!r}")
+
+
+class Gate(nn.Module):
+    """Highway transform gate T(x) = σ(W_T x + b_T) (Srivastava et al. 2015, eq. 3), as a 1×1 conv for
+    feature maps or a linear map for vectors. A negative b_T at init makes the block carry its input."""
+
+    def __init__(
+        self, in_ch: int, out_ch: int, stride: int = 1, bias: float = DEFAULT_GATE_BIAS, conv: bool = True
+    ) -> None:
+        super().__init__()
+        self.proj: nn.Module
+        if conv:
+            self.proj = nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=True)
+        else:
+            self.proj = nn.Linear(in_ch, out_ch)
+        self.init_bias = bias
+        nn.init.constant_(self.proj.bias, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.proj(x))
+
+
+def highway_combine(transform: torch.Tensor, carry: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """y = T·H + (1 − T)·C, written as C + T·(H − C) to save one multiply and one temporary."""
+    return torch.lerp(carry, transform, gate)
+
+
+def init_he(module: nn.Module) -> None:
+    """He et al. 2015 initialisation for convs (fan_out, as torchvision), unit-scale norms.
+
+    Gate biases are then set back to their (negative) init value; linear layers keep PyTorch's
+    default, as in torchvision."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    for m in module.modules():
+        if isinstance(m, Gate) and m.proj.bias is not None:
+            nn.init.constant_(m.proj.bias, m.init_bias)

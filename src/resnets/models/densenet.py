@@ -1,0 +1,220 @@
+"""DenseNets (Huang et al. 2017): the skip kind "dense", every layer reads all earlier ones in its block.
+
+Layer l of a dense block computes x_l = H_l([x_0, x_1, …, x_{l-1}]) on the channel-concatenation of
+every earlier output (Huang et al. eq. 2), so each block adds `growth_rate` channels per layer.
+ImageNet models have torchvision's state_dict keys (`features.denseblock1.denselayer1.norm1`, …).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from torch import nn
+
+from resnets.layers import conv1x1, conv3x3, init_he
+from resnets.models.base import ClassifierNet
+from resnets.registry import register_model
+
+HUANG2017 = "Huang et al. 2017, arXiv:1608.06993"
+
+
+class DenseLayer(nn.Module):
+    """H_l: BN-ReLU-Conv(3×3), or with a bottleneck (DenseNet-B)
+    BN-ReLU-Conv(1×1, bn_size·k)-BN-ReLU-Conv(3×3).
+
+    `memory_efficient` recomputes the concatenation and the first BN-ReLU-conv during backward
+    (Pleiss et al. 2017) instead of storing them: same outputs and gradients, memory linear in depth.
+    BN running statistics then update once more per step during the recomputation (as torchvision).
+    """
+
+    def __init__(
+        self,
+        in_ch: int,
+        growth_rate: int,
+        bn_size: int | None,
+        drop_rate: float = 0.0,
+        memory_efficient: bool = False,
+    ) -> None:
+        super().__init__()
+        first_out = bn_size * growth_rate if bn_size else growth_rate
+        self.norm1 = nn.BatchNorm2d(in_ch)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv1 = conv1x1(in_ch, first_out) if bn_size else conv3x3(in_ch, first_out)
+        self.bottleneck = bool(bn_size)
+        if self.bottleneck:
+            self.norm2 = nn.BatchNorm2d(first_out)
+            self.relu2 = nn.ReLU(inplace=True)
+            self.conv2 = conv3x3(first_out, growth_rate)
+        self.drop_rate = drop_rate
+        self.memory_efficient = memory_efficient
+
+    def _first(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.conv1(self.relu1(self.norm1(torch.cat(inputs, 1))))
+
+    def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        if self.memory_efficient and torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+            out = cp.checkpoint(self._first, *inputs, use_reentrant=False)
+        else:
+            out = self._first(*inputs)
+        if self.bottleneck:
+            out = self.conv2(self.relu2(self.norm2(out)))
+        if self.drop_rate > 0:
+            out = F.dropout(out, p=self.drop_rate, training=self.training)
+        return out
+
+
+class DenseBlock(nn.ModuleDict):
+    """`num_layers` dense layers; returns the concatenation of its input and every layer's output."""
+
+    def __init__(
+        self,
+        num_layers: int,
+        in_ch: int,
+        growth_rate: int,
+        bn_size: int | None,
+        drop_rate: float = 0.0,
+        memory_efficient: bool = False,
+    ) -> None:
+        super().__init__()
+        for i in range(num_layers):
+            self.add_module(
+                f"denselayer{i + 1}",
+                DenseLayer(in_ch + i * growth_rate, growth_rate, bn_size, drop_rate, memory_efficient),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = [x]
+        for layer in self.values():
+            features.append(layer(features))
+        return torch.cat(features, 1)
+
+
+class Transition(nn.Sequential):
+    """Between blocks: BN-ReLU-Conv(1×1) to ⌊θ·m⌋ channels (θ the compression), 2×2 average pool."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(in_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv = conv1x1(in_ch, out_ch)
+        self.pool = nn.AvgPool2d(kernel_size=2, stride=2)
+
+
+class DenseNet(ClassifierNet):
+    """A stem, dense blocks separated by transitions, BN-ReLU, global pool, linear classifier."""
+
+    classifier_name = "classifier"
+
+    def __init__(
+        self,
+        block_config: Sequence[int],
+        growth_rate: int,
+        num_init_features: int,
+        *,
+        bn_size: int | None = 4,
+        compression: float = 0.5,
+        stem: str = "imagenet",
+        drop_rate: float = 0.0,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        memory_efficient: bool = False,
+    ) -> None:
+        super().__init__()
+        if not 0 < compression <= 1:
+            raise ValueError(f"compression must be in (0, 1], got {compression}")
+        self.num_classes, self.in_chans, self.skip = num_classes, in_chans, "dense"
+        self.growth_rate = growth_rate
+        if stem == "imagenet":  # Huang et al. Table 1: 7×7/2 conv, BN-ReLU, 3×3/2 max-pool
+            stem_layers = [
+                ("conv0", nn.Conv2d(in_chans, num_init_features, 7, stride=2, padding=3, bias=False)),
+                ("norm0", nn.BatchNorm2d(num_init_features)),
+                ("relu0", nn.ReLU(inplace=True)),
+                ("pool0", nn.MaxPool2d(3, stride=2, padding=1)),
+            ]
+        elif stem == "cifar":  # §3: one 3×3 conv; each dense layer starts with its own BN-ReLU
+            stem_layers = [("conv0", conv3x3(in_chans, num_init_features))]
+        else:
+            raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
+        self.features = nn.Sequential(OrderedDict(stem_layers))
+
+        channels = num_init_features
+        for i, num_layers in enumerate(block_config):
+            self.features.add_module(
+                f"denseblock{i + 1}",
+                DenseBlock(num_layers, channels, growth_rate, bn_size, drop_rate, memory_efficient),
+            )
+            channels += num_layers * growth_rate
+            if i != len(block_config) - 1:
+                out = int(channels * compression)
+                self.features.add_module(f"transition{i + 1}", Transition(channels, out))
+                channels = out
+        self.features.add_module(f"norm{len(block_config) + 1}", nn.BatchNorm2d(channels))
+        self.num_features = channels
+        self.classifier = self._make_classifier(num_classes)
+        init_he(self)
+
+    def set_memory_efficient(self, enabled: bool = True) -> None:
+        """Turn gradient checkpointing of the dense layers on or off."""
+        for m in self.modules():
+            if isinstance(m, DenseLayer):
+                m.memory_efficient = enabled
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.features(x))
+
+
+def cifar_densenet(
+    depth: int, growth_rate: int, *, bc: bool, num_classes: int = 10, in_chans: int = 3, **kwargs: object
+) -> DenseNet:
+    """Huang et al. §3 CIFAR DenseNet: 3 blocks on 32/16/8 maps. Plain: (L−4)/3 layers per block and a
+    16-channel stem; BC: (L−4)/6 bottleneck layers (4k wide) per block, compression 0.5, 2k stem."""
+    per_block, rem = divmod(depth - 4, 6 if bc else 3)
+    if rem or per_block < 1:
+        raise ValueError(f"DenseNet{'-BC' if bc else ''} depth must be {6 if bc else 3}n+4, got {depth}")
+    return DenseNet(
+        [per_block] * 3,
+        growth_rate,
+        2 * growth_rate if bc else 16,
+        bn_size=4 if bc else None,
+        compression=0.5 if bc else 1.0,
+        stem="cifar",
+        num_classes=num_classes,
+        in_chans=in_chans,
+        **kwargs,
+    )
+
+
+# Huang et al. Table 1 (torchvision's configurations): growth rate, blocks, stem width.
+_IMAGENET_CONFIGS = {
+    121: (32, (6, 12, 24, 16), 64),
+    161: (48, (6, 12, 36, 24), 96),
+    169: (32, (6, 12, 32, 32), 64),
+    201: (32, (6, 12, 48, 32), 64),
+}
+
+
+def imagenet_densenet(
+    depth: int, *, num_classes: int = 1000, in_chans: int = 3, **kwargs: object
+) -> DenseNet:
+    """DenseNet-BC-`depth` for ImageNet (Huang et al. Table 1), torchvision-compatible."""
+    growth, blocks, init = _IMAGENET_CONFIGS[depth]
+    return DenseNet(blocks, growth, init, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+_CIFAR = {"input_size": (3, 32, 32), "num_classes": 10, "family": "cifar"}
+_IMAGENET = {"input_size": (3, 224, 224), "num_classes": 1000, "family": "imagenet"}
+for _name, _builder, _depth in (
+    ("densenet40_k12", partial(cifar_densenet, 40, 12, bc=False), 40),
+    ("densenet_bc100_k12", partial(cifar_densenet, 100, 12, bc=True), 100),
+    ("densenet_bc190_k40", partial(cifar_densenet, 190, 40, bc=True), 190),
+):
+    register_model(_name, skip="dense", depth=_depth, paper=HUANG2017, **_CIFAR)(_builder)
+for _depth in _IMAGENET_CONFIGS:
+    register_model(f"densenet{_depth}", skip="dense", depth=_depth, paper=HUANG2017, **_IMAGENET)(
+        partial(imagenet_densenet, _depth)
+    )

@@ -1,0 +1,111 @@
+"""The residual network body shared by the CIFAR and ImageNet families.
+
+One class builds He et al.'s CIFAR nets (3×3 stem, 3 stages, option A), the ImageNet nets
+(7×7 stem + max-pool, 4 stages, option B), their plain and highway twins, pre-activation nets,
+ResNeXt and wide ResNets: they differ only in the stem, the block and the skip. Attribute names
+are torchvision's (`conv1`, `bn1`, `layer1`…, `fc`), so ImageNet state_dicts interchange.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from resnets.blocks import SkipBlock
+from resnets.layers import DEFAULT_GATE_BIAS, NormLayer, init_he
+from resnets.models.base import ClassifierNet
+
+STEMS = ("cifar", "imagenet")
+
+
+class ResNet(ClassifierNet):
+    """A stem, stages of `block`s (the first of each stage but the first strides by 2), pool, fc."""
+
+    def __init__(
+        self,
+        block: type[SkipBlock],
+        layers: Sequence[int],
+        widths: Sequence[int],
+        *,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        stem: str = "imagenet",
+        stem_width: int | None = None,
+        skip: str = "identity",
+        shortcut: str = "B",
+        groups: int = 1,
+        width_per_group: int = 64,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        gate_bias: float = DEFAULT_GATE_BIAS,
+        drop_rate: float = 0.0,
+        zero_init_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
+        if len(layers) != len(widths):
+            raise ValueError(f"layers {tuple(layers)} and widths {tuple(widths)} must have the same length")
+        self.num_classes, self.in_chans, self.skip = num_classes, in_chans, skip
+        stem_width = stem_width or widths[0]
+
+        if stem == "imagenet":  # He et al. 2016, Table 1: 7×7/2 conv, 3×3/2 max-pool
+            self.conv1 = nn.Conv2d(in_chans, stem_width, 7, stride=2, padding=3, bias=False)
+        else:  # §4.2: a single 3×3 conv with 16 filters
+            self.conv1 = nn.Conv2d(in_chans, stem_width, 3, stride=1, padding=1, bias=False)
+        # Pre-activation nets normalise at the start of every block, so the stem is a bare conv
+        # and a final BN-ReLU follows the last block (He et al. 2016b, §3.2 and Fig. 1b).
+        self.bn1 = None if block.preact else norm_layer(stem_width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
+
+        in_ch = stem_width
+        for i, (n_blocks, planes) in enumerate(zip(layers, widths, strict=True)):
+            stage = []
+            for j in range(n_blocks):
+                stride = 2 if (i > 0 and j == 0) else 1
+                stage.append(
+                    block(
+                        in_ch,
+                        planes,
+                        stride,
+                        skip=skip,
+                        shortcut=shortcut,
+                        groups=groups,
+                        base_width=width_per_group,
+                        norm_layer=norm_layer,
+                        gate_bias=gate_bias,
+                        drop_rate=drop_rate,
+                    )
+                )
+                in_ch = planes * block.expansion
+            self.add_module(f"layer{i + 1}", nn.Sequential(*stage))
+        self.num_stages = len(layers)
+        self.num_features = in_ch
+        self.final_norm = nn.Sequential(norm_layer(in_ch), nn.ReLU(inplace=True)) if block.preact else None
+        self.fc = self._make_classifier(num_classes)
+
+        init_he(self)
+        if zero_init_last:
+            for b in self.blocks():
+                b.zero_init_last()
+
+    def stages(self) -> list[nn.Sequential]:
+        """The stages `layer1`, `layer2`, … in order."""
+        return [getattr(self, f"layer{i + 1}") for i in range(self.num_stages)]
+
+    def blocks(self) -> list[SkipBlock]:
+        """Every residual block in forward order."""
+        return [b for s in self.stages() for b in s]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)
+        if self.bn1 is not None:
+            x = self.relu(self.bn1(x))
+        x = self.maxpool(x)
+        for stage in self.stages():
+            x = stage(x)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return x

@@ -1,0 +1,277 @@
+"""The seed's general form: a fully connected network with any set of skips, of any kind.
+
+Layer l (1 ≤ l ≤ L) computes, from the activations a^0 (the input) … a^(l-1) of the layers below it,
+
+    Z^l = W^(l-1,l) a^(l-1) + b^l + Σ_{k ∈ K(l)} S^(l-k,l)(a^(l-k)),    a^l = g(Z^l)
+
+where each skip S names its source layer l-k and its kind:
+
+    identity    S(a) = a                       fixed, not learned; widths must match (ResNet)
+    projection  S(a) = W^(l-k,l) a             a learned matrix on the skip
+    dense       [a^(l-1); a^(l-k); …] feeds one merged matrix [W^(l-1,l) W^(l-k,l) …] (DenseNet)
+    gated       a^l = T ⊙ g(Z^l) + (1 − T) ⊙ a^(l-k),  T = σ(W_T a^(l-1) + b_T)  (Highway)
+
+and a linear head maps a^L to class scores. A layer with no skips is a plain layer. A dense skip
+and a projection skip compute the same function; the dense form is the seed's remark that the
+matrices "can be merged and learned in the same step", one matrix on the stacked activations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from math import prod
+
+import torch
+from torch import nn
+
+from resnets.layers import DEFAULT_GATE_BIAS, Gate, highway_combine
+from resnets.models.base import ClassifierNet
+from resnets.registry import register_model
+
+MLP_SKIPS = ("identity", "projection", "dense", "gated")
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "identity": nn.Identity,
+}
+SEED = "the seed's a^l = g(Z^l + a^(l-2))"
+SRIVASTAVA = "Srivastava et al. 2015, arXiv:1507.06228"
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A skip into a layer from the output of layer `source` (0 is the network input a^0)."""
+
+    source: int
+    kind: str = "identity"
+
+    def __post_init__(self) -> None:
+        if self.kind not in MLP_SKIPS:
+            raise ValueError(f"skip kind must be one of {MLP_SKIPS}, got {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer: its width and the skips that feed it (none: a plain layer)."""
+
+    width: int
+    skips: tuple[Skip, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def coerce(cls, value: LayerSpec | int | Mapping[str, object]) -> LayerSpec:
+        """Accept a LayerSpec, a bare width, or a mapping such as
+        {"width": 64, "skips": [[1, "identity"]]} (the form a config file gives)."""
+        if isinstance(value, LayerSpec):
+            return value
+        if isinstance(value, int):
+            return cls(value)
+        if isinstance(value, Mapping):
+            skips = tuple(
+                s if isinstance(s, Skip) else Skip(**s) if isinstance(s, Mapping) else Skip(*s)
+                for s in value.get("skips", ())  # type: ignore[union-attr]
+            )
+            return cls(int(value["width"]), skips)  # type: ignore[arg-type]
+        raise TypeError(f"a layer must be a LayerSpec, an int width or a mapping, got {value!r}")
+
+
+def uniform_layers(depth: int, width: int, skip: str = "none", span: int = 2) -> list[LayerSpec]:
+    """`depth` layers of `width` units wired by one rule.
+
+    none: plain; identity/projection: layer l gets a skip from l-span (for l-span ≥ 1, the seed's
+    a^l = g(Z^l + a^(l-2)) with span 2); gated: every layer after the first carries a^(l-1)
+    (Srivastava et al.: a plain first layer sets the width); dense: every earlier layer feeds l.
+    """
+    if depth < 1 or width < 1:
+        raise ValueError(f"depth and width must be positive, got depth={depth}, width={width}")
+    if skip not in ("none", *MLP_SKIPS):
+        raise ValueError(f"skip must be one of {('none', *MLP_SKIPS)}, got {skip!r}")
+    if span < 1:
+        raise ValueError(f"span must be >= 1, got {span}")
+    layers = []
+    for l in range(1, depth + 1):
+        if skip in ("identity", "projection"):
+            skips = (Skip(l - span, skip),) if l - span >= 1 else ()
+        elif skip == "gated":
+            skips = (Skip(l - 1, "gated"),) if l >= 2 else ()
+        elif skip == "dense":
+            skips = tuple(Skip(s, "dense") for s in range(l - 1))
+        else:
+            skips = ()
+        layers.append(LayerSpec(width, skips))
+    return layers
+
+
+class SkipLayer(nn.Module):
+    """Layer l of a SkipNet; `forward` takes the list [a^0, …, a^(l-1)] and returns a^l."""
+
+    def __init__(
+        self, index: int, widths_below: Sequence[int], spec: LayerSpec, activation: str, gate_bias: float
+    ) -> None:
+        super().__init__()
+        self.index, self.width = index, spec.width
+        width = spec.width
+        by_kind: dict[str, list[int]] = {k: [] for k in MLP_SKIPS}
+        seen: set[int] = set()
+        for s in spec.skips:
+            if not 0 <= s.source < index:
+                raise ValueError(
+                    f"layer {index}: a skip must come from a layer below it (0…{index - 1}), "
+                    f"got source {s.source}"
+                )
+            if s.source in seen:
+                raise ValueError(f"layer {index}: two skips from layer {s.source}")
+            seen.add(s.source)
+            if s.kind in ("projection", "dense") and s.source == index - 1:
+                raise ValueError(
+                    f"layer {index}: a {s.kind} skip from layer {index - 1} duplicates the "
+                    f"layer's own weight matrix W^({index - 1},{index}); skip from lower layers"
+                )
+            if s.kind in ("identity", "gated") and widths_below[s.source] != width:
+                raise ValueError(
+                    f"layer {index}: an {s.kind} skip from layer {s.source} needs equal widths, but "
+                    f"a^{s.source} has {widths_below[s.source]} units and a^{index} has {width}; "
+                    f"use kind='projection' for a learned W^({s.source},{index})"
+                )
+            by_kind[s.kind].append(s.source)
+        if by_kind["gated"] and len(spec.skips) > 1:
+            raise ValueError(f"layer {index}: a gated (highway) skip must be the layer's only skip")
+
+        self.identity_sources = by_kind["identity"]
+        self.dense_sources = by_kind["dense"]
+        self.carry_source = by_kind["gated"][0] if by_kind["gated"] else None
+        # W^(l-1,l) and b^l, merged with the dense matrices W^(l-k,l) (columns: a^(l-1), then dense sources).
+        fan_in = widths_below[index - 1] + sum(widths_below[s] for s in self.dense_sources)
+        self.linear = nn.Linear(fan_in, width)
+        self.projections = nn.ModuleDict(
+            {str(s): nn.Linear(widths_below[s], width, bias=False) for s in by_kind["projection"]}
+        )
+        self.gate = (
+            Gate(widths_below[index - 1], width, bias=gate_bias, conv=False)
+            if self.carry_source is not None
+            else None
+        )
+        self.act = ACTIVATIONS[activation]()
+
+    def forward(self, acts: Sequence[torch.Tensor]) -> torch.Tensor:
+        below = acts[-1]
+        if self.dense_sources:
+            z = self.linear(torch.cat([below, *(acts[s] for s in self.dense_sources)], dim=1))
+        else:
+            z = self.linear(below)
+        for source, proj in self.projections.items():
+            z = z + proj(acts[int(source)])
+        for source in self.identity_sources:
+            z = z + acts[source]
+        h = self.act(z)
+        if self.gate is None:
+            return h
+        return highway_combine(h, acts[self.carry_source], self.gate(below))
+
+
+class SkipNet(ClassifierNet):
+    """A fully connected network with arbitrary skips (see the module docstring); flattens its input."""
+
+    classifier_name = "head"
+
+    def __init__(
+        self,
+        layers: Iterable[LayerSpec | int | Mapping[str, object]],
+        *,
+        num_classes: int = 10,
+        in_chans: int = 1,
+        input_size: Sequence[int] = (28, 28),
+        activation: str = "relu",
+        gate_bias: float = DEFAULT_GATE_BIAS,
+    ) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
+        specs = [LayerSpec.coerce(v) for v in layers]
+        if not specs:
+            raise ValueError("a SkipNet needs at least one layer")
+        self.num_classes, self.in_chans, self.input_size = num_classes, in_chans, tuple(input_size)
+        self.in_features = in_chans * prod(self.input_size)
+        self.activation = activation
+        self.specs = specs
+        widths = [self.in_features]
+        blocks = []
+        for l, spec in enumerate(specs, start=1):
+            blocks.append(SkipLayer(l, widths, spec, activation, gate_bias))
+            widths.append(spec.width)
+        self.widths = widths  # widths[l] is the width of a^l
+        self.layers = nn.ModuleList(blocks)
+        self.num_features = widths[-1]
+        self.head = self._make_classifier(num_classes)
+        self._init_weights(gate_bias)
+
+    @property
+    def skip(self) -> str:
+        """The network's skip kind if all layers agree, else 'mixed'."""
+        kinds = {s.kind for spec in self.specs for s in spec.skips} or {"none"}
+        return kinds.pop() if len(kinds) == 1 else "mixed"
+
+    def _init_weights(self, gate_bias: float) -> None:
+        # He et al. 2015: N(0, gain²/fan_in) keeps activation variance across layers (gain √2 for
+        # ReLU); biases start at zero and gate biases negative, so highway layers start carrying.
+        gain = nn.init.calculate_gain("linear" if self.activation == "identity" else self.activation)
+        for layer in self.layers:
+            for lin in [layer.linear, *layer.projections.values()]:
+                nn.init.normal_(lin.weight, 0.0, gain / lin.in_features**0.5)
+                if lin.bias is not None:
+                    nn.init.zeros_(lin.bias)
+            if layer.gate is not None:
+                nn.init.constant_(layer.gate.proj.bias, gate_bias)
+
+    def activations(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[a^0, a^1, …, a^L] for a batch."""
+        acts = [self._flatten(x)]
+        for layer in self.layers:
+            acts.append(layer(acts))
+        return acts
+
+    def _flatten(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(x.shape[0], -1)
+        if x.shape[1] != self.in_features:
+            raise ValueError(
+                f"SkipNet expects {self.in_features} input features (in_chans={self.in_chans} × "
+                f"input_size={self.input_size}), got {x.shape[1]}; pass in_chans/input_size to match"
+            )
+        return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activations(x)[-1]
+
+
+def skipnet(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 1,
+    layers: Iterable[LayerSpec | int | Mapping[str, object]] | None = None,
+    depth: int = 6,
+    width: int = 64,
+    skip: str = "identity",
+    span: int = 2,
+    **kwargs: object,
+) -> SkipNet:
+    """The general form. Give `layers` explicitly, or `depth`/`width`/`skip`/`span` for a uniform net;
+    the default is the seed's a^l = g(Z^l + a^(l-2)) with 6 layers of 64 units on MNIST-sized input."""
+    specs = list(layers) if layers is not None else uniform_layers(depth, width, skip, span)
+    return SkipNet(specs, num_classes=num_classes, in_chans=in_chans, **kwargs)  # type: ignore[arg-type]
+
+
+_MLP = {"input_size": (1, 28, 28), "num_classes": 10, "family": "mlp"}
+register_model("skipnet", skip="identity", depth=6, paper=SEED, **_MLP)(skipnet)
+for _name, _skip, _width, _depth, _paper in (
+    # Srivastava et al. 2015, §4.1: thin MNIST nets, 50 units per highway layer, 71 per plain layer
+    # (similar parameter counts); depth 10/20/50/100 via depth=.
+    ("plain_mlp", "none", 71, 10, SRIVASTAVA),
+    ("highway_mlp", "gated", 50, 10, SRIVASTAVA),
+    ("residual_mlp", "identity", 64, 10, SEED),
+    ("dense_mlp", "dense", 32, 6, "Huang et al. 2017 wiring, fully connected"),
+):
+    _builder = partial(skipnet, skip=_skip, width=_width, depth=_depth)
+    _builder.__doc__ = f"{_name}: {_paper}."
+    register_model(_name, skip=_skip, depth=_depth, paper=_paper, **_MLP)(_builder)

@@ -1,0 +1,90 @@
+"""The model registry: every named architecture, how to build it, and what it is.
+
+`register_model` records a builder under a unique name together with the facts `resnets models`
+reports (paper, skip kind, depth, default input size). `create_model` builds by name and
+`list_models` lists names, optionally filtered by a shell-style pattern, as in timm's registry.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+SKIP_KINDS = ("none", "identity", "projection", "gated", "dense")
+"""Every kind of skip the library builds; see DESIGN.md "The skip, as one idea"."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the registry knows about one named model besides how to build it."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    skip: str  # one of SKIP_KINDS: what connects a block's input to its output
+    depth: int  # weighted layers on the main path, as the paper counts them
+    paper: str  # short citation of the paper that defines the architecture
+    input_size: tuple[int, int, int]  # (channels, height, width) it was designed for
+    num_classes: int  # classes of the dataset it was designed for
+    family: str  # "cifar", "imagenet" or "mlp"
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(
+    name: str,
+    *,
+    skip: str,
+    depth: int,
+    paper: str,
+    input_size: tuple[int, int, int],
+    num_classes: int,
+    family: str,
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator that registers `builder(num_classes=..., in_chans=..., **kw)` under `name`."""
+    if skip not in SKIP_KINDS:
+        raise ValueError(f"register_model({name!r}): skip must be one of {SKIP_KINDS}, got {skip!r}")
+
+    def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"a model named {name!r} is already registered; pick another name")
+        _REGISTRY[name] = ModelSpec(name, builder, skip, depth, paper, input_size, num_classes, family)
+        return builder
+
+    return decorator
+
+
+def get_spec(name: str) -> ModelSpec:
+    """Return the registry entry for `name`; unknown names raise with the closest matches."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _REGISTRY, n=5, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise KeyError(
+            f"unknown model {name!r}.{hint} `resnets models` (or resnets.list_models()) lists them all."
+        ) from None
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Names of all registered models in registration order, filtered by a glob such as 'resnet*'."""
+    names = list(_REGISTRY)
+    if pattern:
+        names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+    return names
+
+
+def create_model(
+    name: str, num_classes: int | None = None, in_chans: int | None = None, **overrides: object
+) -> nn.Module:
+    """Build the model registered as `name`; class count and input channels default to its dataset's."""
+    spec = get_spec(name)
+    return spec.builder(
+        num_classes=spec.num_classes if num_classes is None else num_classes,
+        in_chans=spec.input_size[0] if in_chans is None else in_chans,
+        **overrides,
+    )

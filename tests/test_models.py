@@ -1,0 +1,123 @@
+"""Every registered model, parametrised over list_models(): a new model is tested automatically."""
+
+import pytest
+import torch
+from torch import nn
+
+import resnets
+from resnets.registry import get_spec
+
+ALL = resnets.list_models()
+HEAVY = {
+    "resnet1202",
+    "preact_resnet1001",
+    "wrn28_10",
+    "densenet_bc190_k40",
+    "wide_resnet50_2",
+    "resnet152",
+    "densenet161",
+}
+
+
+def _small_input(name: str, in_chans: int | None = None, batch: int = 2) -> torch.Tensor:
+    spec = get_spec(name)
+    c, h, w = spec.input_size
+    if spec.family == "imagenet":
+        h = w = 64  # five stride-2 stages leave 2×2 maps: enough for batch norm in train mode
+    return torch.randn(batch, in_chans or c, h, w)
+
+
+def _calibrate_norms(model: nn.Module, x: torch.Tensor) -> None:
+    """Give batch norms the running statistics of `x` (one cumulative-average pass), as training
+    would; with the init values (mean 0, var 1) a 1,000-layer residual stack overflows in eval mode."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(x)
+    for m in norms:
+        m.momentum = 0.1
+
+
+def _marks(name: str) -> list:
+    return [pytest.mark.slow] if name in HEAVY else []
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=_marks(n)) for n in ALL])
+def test_forward_backward_train_and_eval(name: str) -> None:
+    model = resnets.create_model(name, num_classes=7)
+    x = _small_input(name)
+    out = model(x)
+    assert out.shape == (2, 7) and torch.isfinite(out).all()
+    out.logsumexp(1).mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, f"parameters without a gradient: {missing[:5]}"
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    _calibrate_norms(model, x)
+    model.eval()
+    with torch.no_grad():
+        out_eval = model(x)
+    assert out_eval.shape == (2, 7) and torch.isfinite(out_eval).all()
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=_marks(n)) for n in ALL])
+def test_grayscale_input_and_shared_interface(name: str) -> None:
+    model = resnets.create_model(name, num_classes=5, in_chans=1)
+    assert (model.num_classes, model.in_chans) == (5, 1)
+    x = _small_input(name, in_chans=1)
+    _calibrate_norms(model, x)
+    model.eval()
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        pooled = model.forward_head(feats, pre_logits=True)
+        logits = model.forward_head(feats)
+        assert pooled.shape == (2, model.num_features)
+        assert torch.isfinite(logits).all() and logits.shape == (2, 5)
+        assert torch.equal(logits, model(x))
+        model.reset_classifier(3)
+        assert model(x).shape == (2, 3) and model.num_classes == 3
+        model.reset_classifier(0)
+        assert model(x).shape == (2, model.num_features)
+
+
+def _main_path_layers(model: nn.Module) -> int:
+    """Weighted layers on the main path: convs and linears outside shortcuts and gates."""
+    return sum(
+        1
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Conv2d | nn.Linear) and "downsample" not in name and "gate" not in name
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "resnet20",
+        "plain56",
+        "highway32",
+        "resnet110",
+        "preact_resnet164",
+        "resnet18",
+        "resnet50",
+        "resnet152",
+        "plain34",
+        "densenet40_k12",
+        "densenet_bc100_k12",
+        "densenet121",
+        "densenet201",
+    ],
+)
+def test_registered_depth_counts_the_weighted_layers(name: str) -> None:
+    with torch.device("meta"):
+        model = resnets.create_model(name)
+    assert _main_path_layers(model) == get_spec(name).depth
+
+
+@pytest.mark.parametrize("name", [*resnets.list_models("*mlp"), "skipnet"])
+def test_mlp_depth_counts_hidden_layers_as_srivastava(name: str) -> None:
+    # Srivastava et al. 2015 §4.1: "10 layers" = a plain first layer + 9 highway layers; softmax not counted.
+    model = resnets.create_model(name)
+    assert len(model.layers) == get_spec(name).depth
+    assert len(resnets.create_model(name, depth=20).layers) == 20
