@@ -34,14 +34,8 @@ def test_every_promised_name_is_registered() -> None:
 def test_duplicate_name_raises() -> None:
     with pytest.raises(ValueError, match="already registered"):
         register_model(
-            "resnet20",
-            skip="identity",
-            depth=20,
-            paper="x",
-            input_size=(3, 32, 32),
-            num_classes=10,
-            family="cifar",
-        )(lambda **kw: nn.Identity())
+            "resnet20", lambda **kw: nn.Identity(), skip="identity", depth=20, paper="x", family="cifar"
+        )
 
 
 def test_unknown_name_suggests_close_matches() -> None:
@@ -55,13 +49,21 @@ def test_unknown_name_suggests_close_matches() -> None:
 def test_unknown_skip_kind_rejected_at_registration() -> None:
     with pytest.raises(ValueError, match="skip must be one of"):
         register_model(
-            "x_unused",
-            skip="residual",
-            depth=1,
-            paper="x",
-            input_size=(3, 8, 8),
-            num_classes=2,
-            family="cifar",
+            "x_unused", lambda **kw: nn.Identity(), skip="residual", depth=1, paper="x", family="cifar"
+        )
+    assert "x_unused" not in resnets.list_models()
+
+
+def test_family_defaults_and_custom_families() -> None:
+    assert get_spec("resnet56").input_size == (3, 32, 32) and get_spec("resnet56").num_classes == 10
+    assert get_spec("densenet121").input_size == (3, 224, 224) and get_spec("highway_mlp").input_size == (
+        1,
+        28,
+        28,
+    )
+    with pytest.raises(ValueError, match="needs input_size and num_classes"):
+        register_model(
+            "x_unused2", lambda **kw: nn.Identity(), skip="none", depth=1, paper="x", family="audio"
         )
 
 

@@ -34,28 +34,45 @@ class ModelSpec:
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
+# The dataset each family was designed for: (input channels, height, width) and number of classes.
+FAMILY_DEFAULTS: dict[str, tuple[tuple[int, int, int], int]] = {
+    "cifar": ((3, 32, 32), 10),
+    "imagenet": ((3, 224, 224), 1000),
+    "mlp": ((1, 28, 28), 10),  # MNIST, as Srivastava et al. 2015
+}
+
 
 def register_model(
     name: str,
+    builder: Callable[..., nn.Module],
     *,
     skip: str,
     depth: int,
     paper: str,
-    input_size: tuple[int, int, int],
-    num_classes: int,
     family: str,
-) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator that registers `builder(num_classes=..., in_chans=..., **kw)` under `name`."""
+    input_size: tuple[int, int, int] | None = None,
+    num_classes: int | None = None,
+) -> Callable[..., nn.Module]:
+    """Register `builder(num_classes=..., in_chans=..., **kw)` under `name`; input size and class
+    count default to the family's dataset. Returns the builder."""
     if skip not in SKIP_KINDS:
         raise ValueError(f"register_model({name!r}): skip must be one of {SKIP_KINDS}, got {skip!r}")
-
-    def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY:
-            raise ValueError(f"a model named {name!r} is already registered; pick another name")
-        _REGISTRY[name] = ModelSpec(name, builder, skip, depth, paper, input_size, num_classes, family)
-        return builder
-
-    return decorator
+    if family not in FAMILY_DEFAULTS and (input_size is None or num_classes is None):
+        raise ValueError(f"register_model({name!r}): family {family!r} needs input_size and num_classes")
+    if name in _REGISTRY:
+        raise ValueError(f"a model named {name!r} is already registered; pick another name")
+    default_size, default_classes = FAMILY_DEFAULTS.get(family, (input_size, num_classes))
+    _REGISTRY[name] = ModelSpec(
+        name,
+        builder,
+        skip,
+        depth,
+        paper,
+        input_size or default_size,
+        default_classes if num_classes is None else num_classes,
+        family,
+    )
+    return builder
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -8,18 +8,12 @@ from __future__ import annotations
 
 from functools import partial
 
-from torch import nn
-
 from resnets.blocks import BasicBlock, PreActBasicBlock, PreActBottleneck
 from resnets.models.resnet import ResNet
+from resnets.papers import HE2016, HE2016B, HIGHWAY_CIFAR, ZAGORUYKO2016
 from resnets.registry import register_model
 
-HE2016 = "He et al. 2016, arXiv:1512.03385"
-HE2016B = "He et al. 2016b, arXiv:1603.05027"
-HIGHWAY = "Srivastava et al. 2015 gates, He et al. 2016 body"
-WRN = "Zagoruyko & Komodakis 2016, arXiv:1605.07146"
 CIFAR_WIDTHS = (16, 32, 64)
-_CIFAR = {"input_size": (3, 32, 32), "num_classes": 10, "family": "cifar"}
 
 
 def _blocks_per_stage(depth: int, layers_per_block: int) -> int:
@@ -118,19 +112,37 @@ def wide_resnet(
     )
 
 
-def _register(name: str, builder: partial[nn.Module], *, skip: str, depth: int, paper: str) -> None:
-    builder.__doc__ = f"{name}: {paper}."
-    register_model(name, skip=skip, depth=depth, paper=paper, **_CIFAR)(builder)
-
-
 for _d in (20, 32, 44, 56, 110, 1202):
-    _register(f"resnet{_d}", partial(cifar_resnet, _d), skip="identity", depth=_d, paper=HE2016)
-for _d in (20, 32, 44, 56, 110):
-    _register(f"plain{_d}", partial(cifar_resnet, _d, skip="none"), skip="none", depth=_d, paper=HE2016)
-for _d in (20, 32, 44, 56, 110):
-    _register(f"highway{_d}", partial(cifar_resnet, _d, skip="gated"), skip="gated", depth=_d, paper=HIGHWAY)
-for _d in (110, 164, 1001):
-    _register(
-        f"preact_resnet{_d}", partial(cifar_preact_resnet, _d), skip="identity", depth=_d, paper=HE2016B
+    register_model(
+        f"resnet{_d}", partial(cifar_resnet, _d), skip="identity", depth=_d, paper=HE2016, family="cifar"
     )
-_register("wrn28_10", partial(wide_resnet, 28, 10), skip="identity", depth=28, paper=WRN)
+for _d in (20, 32, 44, 56, 110):
+    register_model(
+        f"plain{_d}",
+        partial(cifar_resnet, _d, skip="none"),
+        skip="none",
+        depth=_d,
+        paper=HE2016,
+        family="cifar",
+    )
+for _d in (20, 32, 44, 56, 110):
+    register_model(
+        f"highway{_d}",
+        partial(cifar_resnet, _d, skip="gated"),
+        skip="gated",
+        depth=_d,
+        paper=HIGHWAY_CIFAR,
+        family="cifar",
+    )
+for _d in (110, 164, 1001):
+    register_model(
+        f"preact_resnet{_d}",
+        partial(cifar_preact_resnet, _d),
+        skip="identity",
+        depth=_d,
+        paper=HE2016B,
+        family="cifar",
+    )
+register_model(
+    "wrn28_10", partial(wide_resnet, 28, 10), skip="identity", depth=28, paper=ZAGORUYKO2016, family="cifar"
+)

@@ -18,9 +18,8 @@ from torch import nn
 
 from resnets.layers import conv1x1, conv3x3, init_he
 from resnets.models.base import ClassifierNet
+from resnets.papers import HUANG2017
 from resnets.registry import register_model
-
-HUANG2017 = "Huang et al. 2017, arXiv:1608.06993"
 
 
 class DenseLayer(nn.Module):
@@ -206,15 +205,18 @@ def imagenet_densenet(
     return DenseNet(blocks, growth, init, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-_CIFAR = {"input_size": (3, 32, 32), "num_classes": 10, "family": "cifar"}
-_IMAGENET = {"input_size": (3, 224, 224), "num_classes": 1000, "family": "imagenet"}
 for _name, _builder, _depth in (
     ("densenet40_k12", partial(cifar_densenet, 40, 12, bc=False), 40),
     ("densenet_bc100_k12", partial(cifar_densenet, 100, 12, bc=True), 100),
     ("densenet_bc190_k40", partial(cifar_densenet, 190, 40, bc=True), 190),
 ):
-    register_model(_name, skip="dense", depth=_depth, paper=HUANG2017, **_CIFAR)(_builder)
+    register_model(_name, _builder, skip="dense", depth=_depth, paper=HUANG2017, family="cifar")
 for _depth in _IMAGENET_CONFIGS:
-    register_model(f"densenet{_depth}", skip="dense", depth=_depth, paper=HUANG2017, **_IMAGENET)(
-        partial(imagenet_densenet, _depth)
+    register_model(
+        f"densenet{_depth}",
+        partial(imagenet_densenet, _depth),
+        skip="dense",
+        depth=_depth,
+        paper=HUANG2017,
+        family="imagenet",
     )

@@ -8,17 +8,12 @@ from __future__ import annotations
 
 from functools import partial
 
-from torch import nn
-
 from resnets.blocks import BasicBlock, Bottleneck, SkipBlock
 from resnets.models.resnet import ResNet
+from resnets.papers import HE2016, XIE2017, ZAGORUYKO2016
 from resnets.registry import register_model
 
-HE2016 = "He et al. 2016, arXiv:1512.03385"
-RESNEXT = "Xie et al. 2017, arXiv:1611.05431"
-WRN = "Zagoruyko & Komodakis 2016, arXiv:1605.07146"
 IMAGENET_WIDTHS = (64, 128, 256, 512)
-_IMAGENET = {"input_size": (3, 224, 224), "num_classes": 1000, "family": "imagenet"}
 
 # He et al. 2016, Table 1: blocks per stage for each depth.
 _LAYOUTS: dict[int, tuple[type[SkipBlock], tuple[int, ...]]] = {
@@ -49,22 +44,37 @@ def imagenet_resnet(
     )
 
 
-def _register(name: str, builder: partial[nn.Module], *, skip: str, depth: int, paper: str) -> None:
-    builder.__doc__ = f"{name}: {paper}."
-    register_model(name, skip=skip, depth=depth, paper=paper, **_IMAGENET)(builder)
-
-
 for _d in (18, 34, 50, 101, 152):
-    _register(f"resnet{_d}", partial(imagenet_resnet, _d), skip="identity", depth=_d, paper=HE2016)
+    register_model(
+        f"resnet{_d}",
+        partial(imagenet_resnet, _d),
+        skip="identity",
+        depth=_d,
+        paper=HE2016,
+        family="imagenet",
+    )
 for _d in (18, 34):  # Table 2's plain baselines
-    _register(f"plain{_d}", partial(imagenet_resnet, _d, skip="none"), skip="none", depth=_d, paper=HE2016)
-_register(
+    register_model(
+        f"plain{_d}",
+        partial(imagenet_resnet, _d, skip="none"),
+        skip="none",
+        depth=_d,
+        paper=HE2016,
+        family="imagenet",
+    )
+register_model(
     "resnext50_32x4d",
     partial(imagenet_resnet, 50, groups=32, width_per_group=4),
     skip="identity",
     depth=50,
-    paper=RESNEXT,
+    paper=XIE2017,
+    family="imagenet",
 )
-_register(
-    "wide_resnet50_2", partial(imagenet_resnet, 50, width_per_group=128), skip="identity", depth=50, paper=WRN
+register_model(
+    "wide_resnet50_2",
+    partial(imagenet_resnet, 50, width_per_group=128),
+    skip="identity",
+    depth=50,
+    paper=ZAGORUYKO2016,
+    family="imagenet",
 )

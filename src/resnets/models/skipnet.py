@@ -28,6 +28,7 @@ from torch import nn
 
 from resnets.layers import DEFAULT_GATE_BIAS, Gate, highway_combine
 from resnets.models.base import ClassifierNet
+from resnets.papers import DENSE_MLP, SEED, SRIVASTAVA2015
 from resnets.registry import register_model
 
 MLP_SKIPS = ("identity", "projection", "dense", "gated")
@@ -37,8 +38,6 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
     "identity": nn.Identity,
 }
-SEED = "the seed's a^l = g(Z^l + a^(l-2))"
-SRIVASTAVA = "Srivastava et al. 2015, arXiv:1507.06228"
 
 
 @dataclass(frozen=True)
@@ -262,16 +261,20 @@ def skipnet(
     return SkipNet(specs, num_classes=num_classes, in_chans=in_chans, **kwargs)  # type: ignore[arg-type]
 
 
-_MLP = {"input_size": (1, 28, 28), "num_classes": 10, "family": "mlp"}
-register_model("skipnet", skip="identity", depth=6, paper=SEED, **_MLP)(skipnet)
+register_model("skipnet", skipnet, skip="identity", depth=6, paper=SEED, family="mlp")
 for _name, _skip, _width, _depth, _paper in (
     # Srivastava et al. 2015, §4.1: thin MNIST nets, 50 units per highway layer, 71 per plain layer
     # (similar parameter counts); depth 10/20/50/100 via depth=.
-    ("plain_mlp", "none", 71, 10, SRIVASTAVA),
-    ("highway_mlp", "gated", 50, 10, SRIVASTAVA),
+    ("plain_mlp", "none", 71, 10, SRIVASTAVA2015),
+    ("highway_mlp", "gated", 50, 10, SRIVASTAVA2015),
     ("residual_mlp", "identity", 64, 10, SEED),
-    ("dense_mlp", "dense", 32, 6, "Huang et al. 2017 wiring, fully connected"),
+    ("dense_mlp", "dense", 32, 6, DENSE_MLP),
 ):
-    _builder = partial(skipnet, skip=_skip, width=_width, depth=_depth)
-    _builder.__doc__ = f"{_name}: {_paper}."
-    register_model(_name, skip=_skip, depth=_depth, paper=_paper, **_MLP)(_builder)
+    register_model(
+        _name,
+        partial(skipnet, skip=_skip, width=_width, depth=_depth),
+        skip=_skip,
+        depth=_depth,
+        paper=_paper,
+        family="mlp",
+    )
