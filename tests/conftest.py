@@ -1,4 +1,4 @@
-"""Shared test settings: deterministic seeds and small thread counts for a 2-core CI machine."""
+"""Shared test settings: every test starts from the same random seed."""
 
 import pytest
 import torch

@@ -111,3 +111,14 @@ def test_zero_init_last_flag_makes_every_stride1_block_an_identity() -> None:
     block = model.layer2[1]
     x = torch.randn(2, 32, 16, 16).relu()
     assert torch.equal(block(x), x)
+
+
+def test_preact_cifar_bottlenecks_stride_the_first_1x1_as_the_authors_code() -> None:
+    # KaimingHe/resnet-1k-layers (resnet-pre-act.lua) strides the first 1×1 conv of a bottleneck;
+    # torchvision's ImageNet nets ("V1.5") stride the 3×3.
+    block = resnets.create_model("preact_resnet164").layer2[0]
+    assert block.conv1.stride == (2, 2) and block.conv2.stride == (1, 1)
+    tv_block = resnets.create_model("resnet50").layer2[0]
+    assert tv_block.conv1.stride == (1, 1) and tv_block.conv2.stride == (2, 2)
+    x = torch.randn(2, 64, 32, 32)
+    assert block(x).shape == (2, 128, 16, 16)

@@ -1,5 +1,8 @@
 """DenseNet structure: k channels per layer, transitions, memory-efficient mode."""
 
+import copy
+
+import pytest
 import torch
 
 import resnets
@@ -43,23 +46,41 @@ def test_bc_layers_are_bottlenecks_of_width_4k() -> None:
     assert plain.conv1.kernel_size == (3, 3) and not hasattr(plain, "conv2")
 
 
-def test_memory_efficient_mode_gives_identical_outputs_and_gradients() -> None:
+def test_memory_efficient_mode_gives_identical_outputs_gradients_and_statistics() -> None:
     torch.manual_seed(0)
-    model = DenseNet((3, 3), growth_rate=6, num_init_features=8, stem="cifar", num_classes=4)
+    reference = DenseNet((3, 3), growth_rate=6, num_init_features=8, stem="cifar", num_classes=4)
+    efficient = copy.deepcopy(reference)
+    efficient.set_memory_efficient(True)
     x = torch.randn(4, 3, 16, 16)
-    results = []
-    for efficient in (False, True):
-        model.set_memory_efficient(efficient)
-        model.zero_grad()
+    outs, grads = [], []
+    for model in (reference, efficient):
         out = model(x)
         out.square().sum().backward()
-        results.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
-    (out_a, grads_a), (out_b, grads_b) = results
-    torch.testing.assert_close(out_a, out_b, rtol=0, atol=0)
-    for ga, gb in zip(grads_a, grads_b, strict=True):
+        outs.append(out.detach())
+        grads.append([p.grad for p in model.parameters()])
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+    for ga, gb in zip(*grads, strict=True):
         torch.testing.assert_close(ga, gb, rtol=1e-6, atol=1e-7)
+    # The recomputation in backward must not update batch-norm running statistics a second time.
+    for (name, a), (_, b) in zip(reference.state_dict().items(), efficient.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    reference.eval(), efficient.eval()
+    with torch.no_grad():
+        assert torch.equal(reference(x), efficient(x))
+
+
+def test_dense_layer_accepts_a_tensor_like_torchvision() -> None:
+    layer = DenseBlock(1, 5, 3, bn_size=4)["denselayer1"]
+    assert layer(torch.randn(2, 5, 4, 4)).shape == (2, 3, 4, 4)
 
 
 def test_imagenet_densenet_memory_efficient_flag() -> None:
     model = resnets.create_model("densenet121", memory_efficient=True)
     assert model.features.denseblock1.denselayer1.memory_efficient
+
+
+def test_unknown_imagenet_depth_is_a_clear_error() -> None:
+    from resnets.models.densenet import imagenet_densenet
+
+    with pytest.raises(ValueError, match="must be one of"):
+        imagenet_densenet(100)

@@ -82,42 +82,43 @@ def test_grayscale_input_and_shared_interface(name: str) -> None:
         assert model(x).shape == (2, model.num_features)
 
 
-def _main_path_layers(model: nn.Module) -> int:
-    """Weighted layers on the main path: convs and linears outside shortcuts and gates."""
+def _counted_depth(name: str) -> int:
+    """Depth as each paper counts it, from the built modules.
+
+    He et al. and Huang et al.: weighted layers on the main path (convs and fc, not shortcut
+    projections or gates). Zagoruyko & Komodakis: every conv, shortcut 1×1s included, no fc
+    (WRN-28 = 1 + 24 + 3). Srivastava et al.: hidden layers of a fully connected net."""
+    with torch.device("meta"):
+        model = resnets.create_model(name)
+    if get_spec(name).family == "mlp":
+        return len(model.layers)
+    if name.startswith("wrn"):
+        return sum(1 for m in model.modules() if isinstance(m, nn.Conv2d))
     return sum(
         1
-        for name, m in model.named_modules()
-        if isinstance(m, nn.Conv2d | nn.Linear) and "downsample" not in name and "gate" not in name
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Conv2d | nn.Linear) and "downsample" not in n and "gate" not in n
     )
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "resnet20",
-        "plain56",
-        "highway32",
-        "resnet110",
-        "preact_resnet164",
-        "resnet18",
-        "resnet50",
-        "resnet152",
-        "plain34",
-        "densenet40_k12",
-        "densenet_bc100_k12",
-        "densenet121",
-        "densenet201",
-    ],
-)
-def test_registered_depth_counts_the_weighted_layers(name: str) -> None:
-    with torch.device("meta"):
-        model = resnets.create_model(name)
-    assert _main_path_layers(model) == get_spec(name).depth
+@pytest.mark.parametrize("name", ALL)
+def test_registered_depth_is_the_papers_count(name: str) -> None:
+    assert _counted_depth(name) == get_spec(name).depth
 
 
 @pytest.mark.parametrize("name", [*resnets.list_models("*mlp"), "skipnet"])
-def test_mlp_depth_counts_hidden_layers_as_srivastava(name: str) -> None:
-    # Srivastava et al. 2015 §4.1: "10 layers" = a plain first layer + 9 highway layers; softmax not counted.
-    model = resnets.create_model(name)
-    assert len(model.layers) == get_spec(name).depth
+def test_mlp_depth_option(name: str) -> None:
     assert len(resnets.create_model(name, depth=20).layers) == 20
+
+
+def test_reset_classifier_keeps_dtype_and_device() -> None:
+    model = resnets.create_model("resnet20", num_classes=0).double()
+    model.reset_classifier(5)
+    assert model.fc.weight.dtype == torch.float64
+    assert model(torch.randn(2, 3, 32, 32, dtype=torch.float64)).shape == (2, 5)
+
+
+def test_flops_count_any_dtype() -> None:
+    model = resnets.create_model("resnet20").double()
+    assert resnets.count_flops(model, (3, 32, 32)) == resnets.model_info("resnet20").flops
+    assert resnets.count_flops(nn.Flatten(), (3, 4, 4)) == 0

@@ -101,3 +101,14 @@ def test_wrong_input_size_is_explained() -> None:
     net = resnets.create_model("skipnet")
     with pytest.raises(ValueError, match="expects 784 input features"):
         net(torch.rand(2, 3, 32, 32))
+
+
+def test_bad_widths_and_conflicting_options_are_explained() -> None:
+    with pytest.raises(ValueError, match="positive integer"):
+        LayerSpec(0)
+    with pytest.raises(ValueError, match="positive integer"):
+        LayerSpec(True)
+    with pytest.raises(ValueError, match="give either layers or skip"):
+        resnets.create_model("skipnet", layers=[4, 4], skip="gated")
+    with pytest.raises(ValueError, match=">= 2 for projection"):
+        uniform_layers(4, 8, "projection", span=1)

@@ -54,6 +54,7 @@ class SkipBlock(nn.Module):
         self.downsample = make_shortcut(skip, in_ch, out_ch, stride, shortcut, norm_layer)
         self.gate = Gate(in_ch, out_ch, stride, gate_bias) if skip == "gated" else None
         # Pre-activation blocks feed a learned shortcut the pre-activated input; identity carries x.
+        # (Post-activation blocks ignore this.)
         self.shortcut_reads_preact = self.downsample is not None and any(
             True for _ in self.downsample.parameters()
         )
@@ -114,7 +115,8 @@ class BasicBlock(SkipBlock):
 
 class Bottleneck(SkipBlock):
     """1×1 reduce, 3×3, 1×1 expand ×4 (He et al. 2016, Fig. 5 right). The stride sits on the 3×3 conv
-    as in torchvision ("ResNet V1.5"); `groups`/`base_width` give ResNeXt and wide ResNets."""
+    as in torchvision ("ResNet V1.5"), or on the first 1×1 as in the original Caffe and Torch code
+    (`stride_in_1x1=True`); `groups`/`base_width` give ResNeXt and wide ResNets."""
 
     expansion = 4
 
@@ -130,13 +132,15 @@ class Bottleneck(SkipBlock):
         norm_layer: NormLayer = nn.BatchNorm2d,
         gate_bias: float = DEFAULT_GATE_BIAS,
         drop_rate: float = 0.0,
+        stride_in_1x1: bool = False,
     ) -> None:
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
+        s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
         out_ch = planes * self.expansion
-        self.conv1 = conv1x1(in_ch, width)
+        self.conv1 = conv1x1(in_ch, width, s1)
         self.bn1 = norm_layer(width)
-        self.conv2 = conv3x3(width, width, stride, groups)
+        self.conv2 = conv3x3(width, width, s3, groups)
         self.bn2 = norm_layer(width)
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.conv3 = conv1x1(width, out_ch)
@@ -198,7 +202,9 @@ class PreActBasicBlock(SkipBlock):
 
 
 class PreActBottleneck(SkipBlock):
-    """Pre-activation bottleneck (He et al. 2016b, used for ResNet-164 and ResNet-1001)."""
+    """Pre-activation bottleneck (He et al. 2016b, used for ResNet-164 and ResNet-1001). The authors'
+    code (KaimingHe/resnet-1k-layers, resnet-pre-act.lua) strides the first 1×1 conv:
+    `stride_in_1x1=True`; the default strides the 3×3 as torchvision does."""
 
     expansion = 4
     preact = True
@@ -215,15 +221,17 @@ class PreActBottleneck(SkipBlock):
         norm_layer: NormLayer = nn.BatchNorm2d,
         gate_bias: float = DEFAULT_GATE_BIAS,
         drop_rate: float = 0.0,
+        stride_in_1x1: bool = False,
     ) -> None:
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
+        s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
         out_ch = planes * self.expansion
         self.bn1 = norm_layer(in_ch)
         self.relu = nn.ReLU(inplace=False)
-        self.conv1 = conv1x1(in_ch, width)
+        self.conv1 = conv1x1(in_ch, width, s1)
         self.bn2 = norm_layer(width)
-        self.conv2 = conv3x3(width, width, stride, groups)
+        self.conv2 = conv3x3(width, width, s3, groups)
         self.bn3 = norm_layer(width)
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.conv3 = conv1x1(width, out_ch)

@@ -6,7 +6,9 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from resnets.errors import ResnetsError
 from resnets.info import ModelInfo, model_info
 from resnets.registry import list_models
 
@@ -66,6 +68,107 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+# `resnets train` flags and the config keys they set (flags sit above --config files, below --set).
+_TRAIN_FLAGS = {
+    "model": "model.name",
+    "data": "data.name",
+    "data_dir": "data.data_dir",
+    "download": "data.download",
+    "val_split": "data.val_split",
+    "skip_bad_images": "data.skip_bad_images",
+    "batch_size": "data.batch_size",
+    "lr": "optim.lr",
+    "epochs": "run.epochs",
+    "max_steps": "run.max_steps",
+    "seed": "run.seed",
+    "precision": "run.precision",
+    "device": "run.device",
+    "out": "run.out",
+    "compile": "run.compile",
+    "channels_last": "run.channels_last",
+    "quiet": "run.quiet",
+}
+
+
+def _flags_to_layer(args: argparse.Namespace) -> dict:
+    layer: dict = {}
+    for flag, key in _TRAIN_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        section, name = key.split(".")
+        layer.setdefault(section, {})[name] = value
+    return layer
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """`resnets train`: resolve the config (recipe, files, flags, --set) and train."""
+    from resnets.train.config import resolve_config
+    from resnets.train.engine import train
+
+    if args.resume:
+        result = train(resume=args.resume)
+    else:
+        cfg = resolve_config(args.recipe, args.config or [], _flags_to_layer(args), args.set or [])
+        result = train(cfg)
+    s = result.summary
+    print(
+        json.dumps(
+            {
+                k: s[k]
+                for k in (
+                    "test_accuracy",
+                    "test_loss",
+                    "train_accuracy",
+                    "train_loss",
+                    "epochs",
+                    "steps",
+                    "wall_seconds",
+                    "images_per_second",
+                )
+            },
+            indent=1,
+        )
+    )
+    print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """`resnets eval`: metrics of a saved model on a dataset's test split, printed and saved."""
+    from resnets.inference import evaluate, weights_path
+
+    metrics = evaluate(args.path, data=args.data, data_dir=args.data_dir, device=args.device)
+    short = {k: v for k, v in metrics.items() if k not in ("confusion_matrix", "per_class_accuracy")}
+    print(json.dumps(short, indent=1))
+    out = weights_path(args.path).with_name(
+        f"eval_{metrics['dataset'].replace('/', '_').replace(':', '_')}.json"
+    )
+    out.write_text(json.dumps(metrics, indent=1) + "\n")
+    print(f"saved {out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """`resnets predict`: top-k classes of image files."""
+    from resnets.inference import predict
+
+    for p in predict(args.path, args.images, top_k=args.top_k):
+        print(p.file)
+        for name, prob in p.top:
+            print(f"  {prob:7.2%}  {name}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """`resnets plot`: loss and error curves of one or more runs on one figure."""
+    from resnets.analysis.plots import plot_runs
+
+    out = args.out or str(Path(args.runs[0]) / "plots" / "curves.png")
+    print(f"wrote {plot_runs(args.runs, out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(prog="resnets", description=__doc__)
@@ -74,13 +177,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", default=None, help="glob on model names, e.g. 'resnet*' or '*56'")
     p.add_argument("--format", choices=("table", "markdown", "json"), default="table")
     p.set_defaults(func=cmd_models)
+
+    from resnets.train.recipes import RECIPES
+
+    t = sub.add_parser("train", help="train a model (default: resnet20 on the bundled digits)")
+    t.add_argument("--recipe", choices=list(RECIPES), default=None, help="named recipe (default quick)")
+    t.add_argument("--config", action="append", metavar="FILE.yaml", help="config file(s), applied in order")
+    t.add_argument("--model", help="model name (see `resnets models`)")
+    t.add_argument("--data", help="digits | cifar10 | cifar100 | mnist | fashion-mnist | imagefolder:PATH")
+    t.add_argument("--data-dir", help="folder holding the dataset files")
+    t.add_argument("--download", action="store_true", default=None, help="download the dataset if missing")
+    t.add_argument("--val-split", type=int, help="hold out N training images for validation")
+    t.add_argument("--skip-bad-images", action="store_true", default=None, help="skip unreadable image files")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--max-steps", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"))
+    t.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    t.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    t.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None)
+    t.add_argument("--out", help="run directory (default runs/<model>-<data>-<time>)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run exactly where it stopped")
+    t.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override any config key, e.g. optim.lr=0.05"
+    )
+    t.add_argument("--quiet", action="store_true", default=None, help="print only the final summary")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a saved model on a dataset's test split")
+    e.add_argument("path", help="run directory or model .safetensors file")
+    e.add_argument("--data", help="dataset (default: the one it was trained on)")
+    e.add_argument("--data-dir")
+    e.add_argument("--device", default="auto")
+    e.set_defaults(func=cmd_eval)
+
+    pr = sub.add_parser("predict", help="classify image files with a saved model")
+    pr.add_argument("path", help="run directory or model .safetensors file")
+    pr.add_argument("images", nargs="+", help="image files")
+    pr.add_argument("--top-k", type=int, default=5)
+    pr.set_defaults(func=cmd_predict)
+
+    pl = sub.add_parser("plot", help="draw loss and error curves of runs (train dashed, test solid)")
+    pl.add_argument("runs", nargs="+", help="run directories")
+    pl.add_argument("--out", help="PNG file (default RUN/plots/curves.png of the first run)")
+    pl.set_defaults(func=cmd_plot)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `resnets` console script."""
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except ResnetsError as err:
+        from resnets.train.engine import TrainingInterrupted
+
+        print(f"error: {err}", file=sys.stderr)
+        return 130 if isinstance(err, TrainingInterrupted) else 2
+    except KeyError as err:  # unknown model names come from the registry as KeyError
+        print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

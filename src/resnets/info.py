@@ -35,9 +35,14 @@ def count_params(model: torch.nn.Module) -> int:
 
 
 def count_flops(model: torch.nn.Module, input_size: tuple[int, ...]) -> int:
-    """Forward FLOPs of one sample, counted by PyTorch's FlopCounterMode (matmuls and convolutions)."""
-    device = next(model.parameters()).device
-    x = torch.zeros((1, *input_size), device=device)
+    """Forward FLOPs of one sample, counted by PyTorch's FlopCounterMode: convolutions and matrix
+    products only (norms, activations, additions and pooling are not counted, as in the papers)."""
+    like = next((p for p in model.parameters() if p.is_floating_point()), None)
+    x = torch.zeros(
+        (1, *input_size),
+        device=like.device if like is not None else "cpu",
+        dtype=like.dtype if like is not None else torch.float32,
+    )
     was_training = model.training
     model.eval()
     try:

@@ -21,8 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # the reference's math never touches torch; only the converters read a SkipNet
+    from resnets.models.skipnet import LayerSpec, SkipNet
 
 Array = np.ndarray
 
@@ -182,47 +186,51 @@ def _logsumexp(z: Array) -> Array:
 
 
 # ---- conversion to and from resnets.models.skipnet.SkipNet parameters --------------------------
+# The wiring is read from the layer specs the net was built from (not from the built modules), so a
+# mistake in how SkipNet wires its layers shows up as a disagreement with the reference.
 
 
-def from_skipnet(model: object) -> RefNet:
-    """Build a RefNet with the weights of a SkipNet, splitting merged (dense) matrices into the seed's
-    separate W^(l-k,l). Takes the model's structure from its layers, its values from its state_dict."""
-    state = {k: v.detach().cpu().double().numpy().copy() for k, v in model.state_dict().items()}  # type: ignore[attr-defined]
+def _sources(spec: LayerSpec, kind: str) -> list[int]:
+    return [s.source for s in spec.skips if s.kind == kind]
+
+
+def from_skipnet(model: SkipNet) -> RefNet:
+    """A RefNet with the weights of a SkipNet, the merged (dense) matrix split into the seed's
+    separate W^(l-k,l): columns [a^(l-1); dense sources in the order the spec lists them]."""
+    state = {k: v.detach().cpu().double().numpy().copy() for k, v in model.state_dict().items()}
+    widths = [model.in_features] + [spec.width for spec in model.specs]
     layers = []
-    for l, layer in enumerate(model.layers, start=1):  # type: ignore[attr-defined]
+    for l, spec in enumerate(model.specs, start=1):
         p = f"layers.{l - 1}."
-        merged = state[p + "linear.weight"]
-        sources = [l - 1, *layer.dense_sources]
-        widths = [model.widths[s] for s in sources]  # type: ignore[attr-defined]
-        blocks = np.split(merged, np.cumsum(widths)[:-1], axis=1)
+        sources = [l - 1, *_sources(spec, "dense")]
+        blocks = np.split(state[p + "linear.weight"], np.cumsum([widths[s] for s in sources])[:-1], axis=1)
         weights = dict(zip(sources, blocks, strict=True))
-        for s in layer.projections:
-            weights[int(s)] = state[f"{p}projections.{s}.weight"]
-        gated = layer.carry_source is not None
+        for s in _sources(spec, "projection"):
+            weights[s] = state[f"{p}projections.{s}.weight"]
+        carry = _sources(spec, "gated")
         layers.append(
             RefLayer(
                 weights=weights,
                 bias=state[p + "linear.bias"],
-                identity=list(layer.identity_sources),
-                gate_weight=state[p + "gate.proj.weight"] if gated else None,
-                gate_bias=state[p + "gate.proj.bias"] if gated else None,
-                carry=layer.carry_source,
+                identity=_sources(spec, "identity"),
+                gate_weight=state[p + "gate.proj.weight"] if carry else None,
+                gate_bias=state[p + "gate.proj.bias"] if carry else None,
+                carry=carry[0] if carry else None,
             )
         )
-    return RefNet(layers, state["head.weight"], state["head.bias"], model.activation)  # type: ignore[attr-defined]
+    return RefNet(layers, state["head.weight"], state["head.bias"], model.activation)
 
 
-def to_skipnet_state(ref: RefNet, model: object) -> dict[str, Array]:
+def to_skipnet_state(ref: RefNet, model: SkipNet) -> dict[str, Array]:
     """The RefNet's weights under the SkipNet's state_dict names (dense matrices merged back)."""
     out: dict[str, Array] = {"head.weight": ref.head_weight, "head.bias": ref.head_bias}
-    for l, (rl, layer) in enumerate(zip(ref.layers, model.layers, strict=True), start=1):  # type: ignore[attr-defined]
+    for l, (rl, spec) in enumerate(zip(ref.layers, model.specs, strict=True), start=1):
         p = f"layers.{l - 1}."
-        out[p + "linear.weight"] = np.concatenate(
-            [rl.weights[s] for s in [l - 1, *layer.dense_sources]], axis=1
-        )
+        merged = [rl.weights[s] for s in [l - 1, *_sources(spec, "dense")]]
+        out[p + "linear.weight"] = np.concatenate(merged, axis=1)
         out[p + "linear.bias"] = rl.bias
-        for s in layer.projections:
-            out[f"{p}projections.{s}.weight"] = rl.weights[int(s)]
+        for s in _sources(spec, "projection"):
+            out[f"{p}projections.{s}.weight"] = rl.weights[s]
         if rl.carry is not None:
             out[p + "gate.proj.weight"] = rl.gate_weight
             out[p + "gate.proj.bias"] = rl.gate_bias

@@ -43,8 +43,8 @@ class ClassifierNet(nn.Module):
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
         self.num_classes = num_classes
-        old = getattr(self, self.classifier_name)
+        like = next((p for p in self.parameters() if p.is_floating_point()), None)
         new = self._make_classifier(num_classes)
-        if isinstance(old, nn.Linear):
-            new = new.to(device=old.weight.device, dtype=old.weight.dtype)
+        if like is not None:
+            new = new.to(device=like.device, dtype=like.dtype)
         setattr(self, self.classifier_name, new)

@@ -55,12 +55,14 @@ def cifar_preact_resnet(
     **kwargs: object,
 ) -> ResNet:
     """He et al. 2016b: pre-activation units; bottleneck units (9n+2 layers, outputs 64/128/256,
-    1×1 projection where the width changes) for depth 164 and 1001, basic ones (6n+2) otherwise."""
+    1×1 projection where the width changes, stride on the first 1×1 as in the authors' code) for
+    depth 164 and 1001, basic ones (6n+2) otherwise."""
     if bottleneck is None:
         bottleneck = (depth - 2) % 9 == 0 and depth >= 164
     if bottleneck:
         n = _blocks_per_stage(depth, 3)
         kwargs.setdefault("shortcut", "B")
+        kwargs.setdefault("block_kwargs", {"stride_in_1x1": True})
         return ResNet(
             PreActBottleneck,
             [n] * 3,

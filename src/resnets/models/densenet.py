@@ -7,8 +7,9 @@ ImageNet models have torchvision's state_dict keys (`features.denseblock1.densel
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import partial
 
 import torch
@@ -27,8 +28,8 @@ class DenseLayer(nn.Module):
     BN-ReLU-Conv(1×1, bn_size·k)-BN-ReLU-Conv(3×3).
 
     `memory_efficient` recomputes the concatenation and the first BN-ReLU-conv during backward
-    (Pleiss et al. 2017) instead of storing them: same outputs and gradients, memory linear in depth.
-    BN running statistics then update once more per step during the recomputation (as torchvision).
+    (Pleiss et al. 2017) instead of storing them: same outputs, gradients and batch-norm statistics
+    (the recomputation leaves the running statistics alone), memory linear in depth.
     """
 
     def __init__(
@@ -55,9 +56,27 @@ class DenseLayer(nn.Module):
     def _first(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.conv1(self.relu1(self.norm1(torch.cat(inputs, 1))))
 
-    def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    @contextlib.contextmanager
+    def _frozen_norm_stats(self) -> Iterator[None]:
+        """Undo the running-statistics update that recomputing norm1 in train mode would make twice."""
+        saved = [b.clone() for b in self.norm1.buffers()]
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for buf, old in zip(self.norm1.buffers(), saved, strict=True):
+                    buf.copy_(old)
+
+    def forward(self, inputs: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        if isinstance(inputs, torch.Tensor):
+            inputs = [inputs]
         if self.memory_efficient and torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
-            out = cp.checkpoint(self._first, *inputs, use_reentrant=False)
+            out = cp.checkpoint(
+                self._first,
+                *inputs,
+                use_reentrant=False,
+                context_fn=lambda: (contextlib.nullcontext(), self._frozen_norm_stats()),
+            )
         else:
             out = self._first(*inputs)
         if self.bottleneck:
@@ -201,6 +220,8 @@ def imagenet_densenet(
     depth: int, *, num_classes: int = 1000, in_chans: int = 3, **kwargs: object
 ) -> DenseNet:
     """DenseNet-BC-`depth` for ImageNet (Huang et al. Table 1), torchvision-compatible."""
+    if depth not in _IMAGENET_CONFIGS:
+        raise ValueError(f"ImageNet DenseNet depth must be one of {sorted(_IMAGENET_CONFIGS)}, got {depth}")
     growth, blocks, init = _IMAGENET_CONFIGS[depth]
     return DenseNet(blocks, growth, init, num_classes=num_classes, in_chans=in_chans, **kwargs)
 

@@ -8,7 +8,8 @@ are torchvision's (`conv1`, `bn1`, `layer1`…, `fc`), so ImageNet state_dicts i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,6 +42,7 @@ class ResNet(ClassifierNet):
         gate_bias: float = DEFAULT_GATE_BIAS,
         drop_rate: float = 0.0,
         zero_init_last: bool = False,
+        block_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if stem not in STEMS:
@@ -54,9 +56,10 @@ class ResNet(ClassifierNet):
             self.conv1 = nn.Conv2d(in_chans, stem_width, 7, stride=2, padding=3, bias=False)
         else:  # §4.2: a single 3×3 conv with 16 filters
             self.conv1 = nn.Conv2d(in_chans, stem_width, 3, stride=1, padding=1, bias=False)
-        # Pre-activation nets normalise at the start of every block, so the stem is a bare conv
-        # and a final BN-ReLU follows the last block (He et al. 2016b, §3.2 and Fig. 1b).
-        self.bn1 = None if block.preact else norm_layer(stem_width)
+        # Pre-activation nets normalise at the start of every block, so the CIFAR stem is a bare conv
+        # and a final BN-ReLU follows the last block (He et al. 2016b, §3.2 and Fig. 1b); the
+        # ImageNet stem keeps its BN-ReLU before the max-pool.
+        self.bn1 = None if block.preact and stem == "cifar" else norm_layer(stem_width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
 
@@ -77,6 +80,7 @@ class ResNet(ClassifierNet):
                         norm_layer=norm_layer,
                         gate_bias=gate_bias,
                         drop_rate=drop_rate,
+                        **(block_kwargs or {}),
                     )
                 )
                 in_ch = planes * block.expansion

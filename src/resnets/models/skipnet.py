@@ -54,10 +54,14 @@ class Skip:
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """One layer: its width and the skips that feed it (none: a plain layer)."""
+    """One layer: its width and the skips that feed it (no skips: a plain layer, the kind "none")."""
 
     width: int
     skips: tuple[Skip, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.width, bool) or not isinstance(self.width, int) or self.width < 1:
+            raise ValueError(f"a layer's width must be a positive integer, got {self.width!r}")
 
     @classmethod
     def coerce(cls, value: LayerSpec | int | Mapping[str, object]) -> LayerSpec:
@@ -87,8 +91,11 @@ def uniform_layers(depth: int, width: int, skip: str = "none", span: int = 2) ->
         raise ValueError(f"depth and width must be positive, got depth={depth}, width={width}")
     if skip not in ("none", *MLP_SKIPS):
         raise ValueError(f"skip must be one of {('none', *MLP_SKIPS)}, got {skip!r}")
-    if span < 1:
-        raise ValueError(f"span must be >= 1, got {span}")
+    if span < 1 or (skip == "projection" and span < 2):
+        raise ValueError(
+            f"span must be >= 1 (>= 2 for projection skips: a learned skip from l-1 would be the layer's "
+            f"own matrix W^(l-1,l)), got {span}"
+        )
     layers = []
     for l in range(1, depth + 1):
         if skip in ("identity", "projection"):
@@ -249,15 +256,22 @@ def skipnet(
     num_classes: int = 10,
     in_chans: int = 1,
     layers: Iterable[LayerSpec | int | Mapping[str, object]] | None = None,
-    depth: int = 6,
-    width: int = 64,
-    skip: str = "identity",
-    span: int = 2,
+    depth: int | None = None,
+    width: int | None = None,
+    skip: str | None = None,
+    span: int | None = None,
     **kwargs: object,
 ) -> SkipNet:
     """The general form. Give `layers` explicitly, or `depth`/`width`/`skip`/`span` for a uniform net;
     the default is the seed's a^l = g(Z^l + a^(l-2)) with 6 layers of 64 units on MNIST-sized input."""
-    specs = list(layers) if layers is not None else uniform_layers(depth, width, skip, span)
+    uniform = {"depth": depth, "width": width, "skip": skip, "span": span}
+    if layers is not None:
+        given = [k for k, v in uniform.items() if v is not None]
+        if given:
+            raise ValueError(f"give either layers or {', '.join(given)}, not both")
+        specs = list(layers)
+    else:
+        specs = uniform_layers(depth or 6, width or 64, skip or "identity", span or 2)
     return SkipNet(specs, num_classes=num_classes, in_chans=in_chans, **kwargs)  # type: ignore[arg-type]
 
 

@@ -1,0 +1,19 @@
+"""Datasets, in-memory batches and batched augmentation."""
+
+from resnets.data.augment import Normalize, random_crop_flip
+from resnets.data.base import Augment, DatasetSplits, ImageData
+from resnets.data.loader import Batches, epoch_generator
+from resnets.data.sources import DATASETS, DataRequest, load_dataset
+
+__all__ = [
+    "DATASETS",
+    "Augment",
+    "Batches",
+    "DataRequest",
+    "DatasetSplits",
+    "ImageData",
+    "Normalize",
+    "epoch_generator",
+    "load_dataset",
+    "random_crop_flip",
+]

@@ -1,0 +1,50 @@
+"""Batched augmentation and normalisation on the training device.
+
+Per-image PIL transforms in DataLoader workers cost more than the network on a small CPU; one
+gather per batch does the crop and the flip for every image at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from resnets.data.base import Augment
+
+
+def random_crop_flip(images: torch.Tensor, augment: Augment, generator: torch.Generator) -> torch.Tensor:
+    """Pad each image with `augment.pad` zeros, take a random crop of the original size and flip it
+    horizontally with probability 1/2 (if `augment.flip`). Randomness comes from `generator` (CPU)."""
+    n, _, h, w = images.shape
+    if augment.pad == 0 and not augment.flip:
+        return images
+    pad = augment.pad
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5 if augment.flip else torch.zeros(n, dtype=torch.bool)
+    device = images.device
+    rows = (dy[:, None] + torch.arange(h)[None]).to(device)  # (n, h)
+    cols = dx[:, None] + torch.arange(w)[None]  # (n, w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols).to(device)
+    padded = F.pad(images, (pad, pad, pad, pad)) if pad else images
+    batch = torch.arange(n, device=device)[:, None, None]
+    out = padded[batch, :, rows[:, :, None], cols[:, None, :]]  # (n, h, w, c): advanced indices first
+    return out.permute(0, 3, 1, 2)
+
+
+class Normalize(torch.nn.Module):
+    """uint8 images → float (x/255 − mean)/std, in the memory format and dtype the model wants."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], channels_last: bool = False) -> None:
+        super().__init__()
+        self.register_buffer("scale", 1.0 / (255.0 * torch.tensor(std)).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer(
+            "shift", (torch.tensor(mean) / torch.tensor(std)).view(1, -1, 1, 1), persistent=False
+        )
+        self.channels_last = channels_last
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float() * self.scale - self.shift
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x.contiguous()

@@ -1,0 +1,98 @@
+"""In-memory labelled images and the splits a training run uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+
+@dataclass
+class ImageData:
+    """Labelled images held in memory as uint8 NCHW (the compact form; augmentation happens per batch)."""
+
+    images: torch.Tensor  # uint8 (N, C, H, W)
+    labels: torch.Tensor  # int64 (N,)
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"images must be uint8 NCHW, got {self.images.dtype} {tuple(self.images.shape)}")
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    @classmethod
+    def from_numpy(cls, images: np.ndarray, labels: np.ndarray) -> ImageData:
+        """Wrap NCHW (or NHW for one channel) uint8 arrays."""
+        if images.ndim == 3:
+            images = images[:, None]
+        return cls(
+            torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8)),
+            torch.from_numpy(np.asarray(labels, dtype=np.int64)),
+        )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: torch.Tensor) -> ImageData:
+        """The images at `index`, in that order."""
+        return ImageData(self.images[index], self.labels[index])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width)."""
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training augmentation, applied per batch on the device: He et al. 2016 §4.2 pad-and-crop
+    (`pad` pixels of zeros, a random crop of the original size) and random horizontal flips."""
+
+    pad: int = 0
+    flip: bool = False
+
+
+@dataclass
+class DatasetSplits:
+    """Everything a run needs from a dataset: splits, class names, normalisation and augmentation."""
+
+    name: str
+    train: ImageData | Dataset
+    test: ImageData | Dataset
+    classes: list[str]
+    mean: tuple[float, ...]  # per channel, on the [0, 1] scale, from the training images
+    std: tuple[float, ...]
+    augment: Augment
+    image_shape: tuple[int, int, int]
+    val: ImageData | Dataset | None = None
+    notes: list[str] = field(default_factory=list)  # things the user should know (skipped files, …)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.classes)
+
+
+def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Exact per-channel mean and std on the [0, 1] scale, accumulated in float64 chunk by chunk."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for start in range(0, len(images), chunk):
+        x = images[start : start + chunk].to(torch.float64)
+        total += x.sum(dim=(0, 2, 3))
+        squares += x.square().sum(dim=(0, 2, 3))
+    count = images.numel() // images.shape[1]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(0).sqrt()
+    std = (std / 255.0).clamp_min(1e-6)  # a constant channel must not divide by zero
+    return tuple(round(float(v), 6) for v in mean / 255.0), tuple(round(float(v), 6) for v in std)
+
+
+def hold_out(data: ImageData, count: int, seed: int) -> tuple[ImageData, ImageData]:
+    """Split off `count` images (a seeded random choice) as a validation set: (rest, held_out)."""
+    if not 0 < count < len(data):
+        raise ValueError(f"val_split must be between 1 and {len(data) - 1} images, got {count}")
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    return data.subset(order[count:].sort().values), data.subset(order[:count].sort().values)

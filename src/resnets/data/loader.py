@@ -1,0 +1,80 @@
+"""Deterministic batches of uint8 images: shuffled by (seed, epoch), resumable at any batch.
+
+In-memory data is moved to the device once and indexed there; datasets that do not fit stream
+through a DataLoader with workers. Both yield (uint8 NCHW images, int64 labels) on the device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from resnets.data.base import ImageData
+
+
+def epoch_generator(seed: int, epoch: int, batch: int | None = None) -> torch.Generator:
+    """A CPU generator that depends only on (seed, epoch[, batch]): the same order after a resume."""
+    key = (seed * 1_000_003 + epoch) * 1_000_033 + (0 if batch is None else batch + 1)
+    return torch.Generator().manual_seed(key % (2**63))
+
+
+class Batches:
+    """One epoch of batches at a time; `epoch(e, start=k)` skips the first k batches (for resuming)."""
+
+    def __init__(
+        self,
+        source: ImageData | Dataset,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        workers: int = 0,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.source, self.batch_size = source, batch_size
+        self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
+        self.device = torch.device(device)
+        self.workers = workers
+        self.size = len(source)  # type: ignore[arg-type]
+        if drop_last and self.size < batch_size:
+            raise ValueError(
+                f"batch_size {batch_size} is larger than the {self.size} training images; lower --batch-size"
+            )
+        if isinstance(source, ImageData):  # held on the device once, indexed per batch
+            self._images = source.images.to(self.device)
+            self._labels = source.labels.to(self.device)
+
+    def __len__(self) -> int:
+        return self.size // self.batch_size if self.drop_last else math.ceil(self.size / self.batch_size)
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.size)
+        return torch.randperm(self.size, generator=epoch_generator(self.seed, epoch))
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield the batches of `epoch` from batch index `start` on."""
+        order = self._order(epoch)
+        bounds = [(i * self.batch_size, min((i + 1) * self.batch_size, self.size)) for i in range(len(self))]
+        bounds = bounds[start:]
+        if isinstance(self.source, ImageData):
+            order = order.to(self.device)
+            for lo, hi in bounds:
+                idx = order[lo:hi]
+                yield self._images[idx], self._labels[idx]
+            return
+        loader = DataLoader(
+            self.source,
+            batch_sampler=[order[lo:hi].tolist() for lo, hi in bounds],
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
+        for images, labels in loader:
+            yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)

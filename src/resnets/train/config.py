@@ -1,0 +1,308 @@
+"""One typed configuration for a training run, resolved from layers:
+
+    recipe (named, shipped)  →  --config FILE.yaml  →  command-line flags  →  --set key.sub=value
+
+Every layer is a nested mapping; `resolve_config` merges them and builds the dataclasses, failing
+on unknown keys and bad values with the key's name and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from resnets.errors import ConfigError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("constant", "multistep", "cosine", "onecycle")
+UNITS = ("epoch", "step", "fraction")
+WARMUP_MODES = ("linear", "constant")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet20"  # a name from `resnets models`
+    kwargs: dict[str, Any] = field(default_factory=dict)  # builder options, e.g. {zero_init_last: true}
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"  # digits | cifar10 | cifar100 | mnist | fashion-mnist | imagefolder:PATH
+    data_dir: str | None = None  # where the dataset's files are ($RESNETS_DATA_DIR or ~/.cache/resnets/data)
+    download: bool = False  # fetch the official archive (with its checksum) if missing
+    val_split: int = 0  # hold out this many training images for validation (He et al.: 5,000)
+    batch_size: int = 128
+    eval_batch_size: int = 512
+    augment: bool = True  # the dataset's standard augmentation (CIFAR: 4-pixel pad-crop + flip)
+    crop_padding: int | None = None  # override the augmentation's padding
+    flip: bool | None = None  # override the augmentation's horizontal flips
+    image_size: int | None = None  # imagefolder: resize to this square size
+    skip_bad_images: bool = False  # imagefolder: skip unreadable files instead of failing
+    workers: int = 2  # DataLoader workers when a dataset streams from disk
+    max_in_memory_mb: int = 4096  # larger image folders stream from disk
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | adamw
+    lr: float = 0.1
+    momentum: float = 0.9  # SGD momentum
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW
+    weight_decay: float = 5e-4
+    no_decay_norm_bias: bool = False  # no weight decay on norm parameters and biases
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None  # clip the global gradient norm to this
+    ema_decay: float | None = None  # keep an exponential moving average of the weights (e.g. 0.999)
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "cosine"  # constant | multistep | cosine | onecycle
+    unit: str = "epoch"  # unit of milestones and warmup: epoch | step | fraction (of the whole run)
+    milestones: list[float] = field(default_factory=list)  # multistep: where lr is multiplied by gamma
+    gamma: float = 0.1
+    warmup: float = 0.0  # length of the warm-up, in `unit`
+    warmup_mode: str = "linear"  # linear ramp from warmup_factor·lr, or constant warmup_factor·lr
+    warmup_factor: float = 0.1
+    final_factor: float = 0.0  # cosine/onecycle: lr at the end, as a fraction of lr
+
+
+@dataclass
+class RunConfig:
+    epochs: int | None = 15  # None: as many as max_steps needs
+    max_steps: int | None = None  # stop after this many optimizer steps
+    seed: int = 0
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (fp16: CUDA only)
+    device: str = "auto"  # auto (CUDA if available, else CPU) | cpu | cuda | cuda:N
+    channels_last: bool = True  # NHWC memory format for conv nets
+    compile: bool = False  # torch.compile the model
+    out: str | None = None  # the run directory (default runs/<model>-<data>-<time>)
+    log_every: int = 50  # steps between loss/accuracy syncs and log lines
+    checkpoint_every: int = 1  # epochs between checkpoints
+    quiet: bool = False
+
+
+@dataclass
+class TrainConfig:
+    recipe: str = "quick"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested data (tuples become lists) for YAML."""
+        return _plain(dataclasses.asdict(self))
+
+
+_CHOICES = {
+    ("optim", "name"): OPTIMIZERS,
+    ("schedule", "name"): SCHEDULES,
+    ("schedule", "unit"): UNITS,
+    ("schedule", "warmup_mode"): WARMUP_MODES,
+    ("run", "precision"): PRECISIONS,
+}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """`update` over `base`, recursively for nested mappings (except free-form `kwargs`)."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and key != "kwargs":
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_assignment(text: str) -> dict[str, Any]:
+    """'optim.lr=0.05' → {'optim': {'lr': 0.05}}; the value is read as YAML (numbers, booleans, lists)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects key.sub=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A config file, read with YAML's safe loader only."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check and convert `value` to the annotated type `hint`; ConfigError names `key` on failure."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0])
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        args = typing.get_args(hint)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{key} must have {len(args)} items, got {value!r}")
+            return tuple(_coerce(v, a, key) for v, a in zip(value, args, strict=True))
+        return [_coerce(v, args[0], key) for v in value] if args else list(value)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return dict(value)
+    raise ConfigError(f"{key}: unsupported type {hint}")
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise ConfigError(
+            f"unknown config key '{prefix}{unknown[0]}'; allowed keys under "
+            f"{prefix.rstrip('.') or 'the top level'}: "
+            f"{', '.join(names)}"
+        )
+    kwargs = {}
+    for name in names:
+        if name not in data:
+            continue
+        hint, value = hints[name], data[name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, Mapping):
+                raise ConfigError(
+                    f"{prefix}{name} must be a mapping of "
+                    f"{', '.join(f.name for f in dataclasses.fields(hint))}"
+                )
+            kwargs[name] = _build(hint, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, hint, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def build_config(data: Mapping[str, Any]) -> TrainConfig:
+    """Validate a nested mapping into a TrainConfig (choices and ranges included)."""
+    cfg = _build(TrainConfig, data, "")
+    for (section, key), allowed in _CHOICES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value not in allowed:
+            raise ConfigError(f"{section}.{key} must be one of {', '.join(allowed)}, got {value!r}")
+    checks = [
+        (cfg.data.batch_size >= 1, "data.batch_size must be >= 1"),
+        (cfg.data.val_split >= 0, "data.val_split must be >= 0"),
+        (cfg.optim.lr > 0, "optim.lr must be > 0"),
+        (0 <= cfg.optim.label_smoothing < 1, "optim.label_smoothing must be in [0, 1)"),
+        (cfg.optim.ema_decay is None or 0 < cfg.optim.ema_decay < 1, "optim.ema_decay must be in (0, 1)"),
+        (cfg.run.epochs is not None or cfg.run.max_steps is not None, "set run.epochs or run.max_steps"),
+        (cfg.run.epochs is None or cfg.run.epochs >= 1, "run.epochs must be >= 1"),
+        (cfg.run.max_steps is None or cfg.run.max_steps >= 1, "run.max_steps must be >= 1"),
+        (cfg.run.log_every >= 1, "run.log_every must be >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    _check_names(cfg)
+    return cfg
+
+
+def _check_names(cfg: TrainConfig) -> None:
+    """Fail before any work on an unknown model or dataset name."""
+    from resnets.data import DATASETS
+    from resnets.registry import get_spec
+
+    try:
+        get_spec(cfg.model.name)
+    except KeyError as err:
+        raise ConfigError(f"model.name: {err.args[0]}") from None
+    if cfg.data.name not in DATASETS and not cfg.data.name.startswith("imagefolder:"):
+        raise ConfigError(
+            f"data.name must be one of {', '.join(DATASETS)} or imagefolder:PATH, got {cfg.data.name!r}"
+        )
+
+
+def resolve_config(
+    recipe: str | None = None,
+    files: Sequence[str | Path] = (),
+    flags: Mapping[str, Any] | None = None,
+    assignments: Sequence[str] = (),
+) -> TrainConfig:
+    """Merge recipe → files → flags → `key=value` assignments and validate the result."""
+    from resnets.train.recipes import recipe_layer
+
+    layers = [load_yaml(f) for f in files]
+    layers.append(dict(flags or {}))
+    layers.extend(parse_assignment(a) for a in assignments)
+    # The recipe may be named in any layer; the last one wins. Its values sit under every layer.
+    name = recipe or "quick"
+    for layer in layers:
+        name = layer.get("recipe", name)
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged = deep_merge(merged, layer)
+    model_name = merged.get("model", {}).get("name") if isinstance(merged.get("model"), Mapping) else None
+    base = recipe_layer(name, model_name)
+    return build_config(deep_merge(base, {**merged, "recipe": name}))

@@ -1,0 +1,696 @@
+"""The training loop and evaluation: one engine for every model, dataset and recipe.
+
+A run is a directory (DESIGN.md): config.yaml, metrics.jsonl, TensorBoard events, checkpoints/,
+model.safetensors, summary.json and plots/. The loop syncs with the device only at log intervals and
+epoch ends; all randomness comes from generators keyed by (seed, epoch, batch) plus the global RNG
+state saved in each checkpoint, so a resumed run continues bit for bit (on the CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from resnets.data import (
+    Augment,
+    Batches,
+    DatasetSplits,
+    Normalize,
+    epoch_generator,
+    load_dataset,
+    random_crop_flip,
+)
+from resnets.errors import ConfigError, ResnetsError
+from resnets.info import count_params
+from resnets.registry import create_model, get_spec
+from resnets.train.checkpoint import (
+    ModelMeta,
+    find_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    save_weights,
+)
+from resnets.train.config import TrainConfig, build_config, load_yaml, resolve_config
+from resnets.train.metrics import ClassificationMeter
+from resnets.train.optim import LrSchedule, build_ema, build_optimizer, build_scheduler
+
+LAST, BEST = "last", "best"
+
+
+class TrainingDiverged(ResnetsError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(ResnetsError):
+    """The run was stopped (Ctrl-C or a requested stop) after saving a checkpoint."""
+
+
+@dataclass
+class RunResult:
+    """What `train` returns: where the run is, its summary and the trained model."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+    model: nn.Module
+
+
+# ---- device and precision ----------------------------------------------------------------------
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """CUDA if available, else the CPU, unless `name` says otherwise."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return device
+
+
+def cpu_has_bf16() -> bool:
+    """True where the CPU computes bf16 natively (AVX-512 BF16 or AMX), so bf16 autocast pays."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def pick_precision(precision: str, device: torch.device) -> str:
+    """Resolve 'auto' to the fastest safe precision: bf16 where the hardware supports it, else fp32."""
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(
+            "precision fp16 needs a CUDA device (it relies on a gradient scaler); use bf16 or fp32"
+        )
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_bf16() else "fp32"
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed-precision context for `precision` (a no-op for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+# ---- evaluation -------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate_batches(
+    model: nn.Module,
+    batches: Batches,
+    normalize: Normalize,
+    num_classes: int,
+    device: torch.device,
+    precision: str = "fp32",
+    per_class: bool = False,
+) -> dict[str, Any]:
+    """Loss, top-1/top-5 accuracy (and per-class accuracy, confusion matrix) of `model` on `batches`."""
+    was_training = model.training
+    model.eval()
+    meter = ClassificationMeter(num_classes, device)
+    try:
+        for images, labels in batches.epoch(0):
+            with autocast(device, precision):
+                logits = model(normalize(images)).float()
+            meter.update(logits, labels, F.cross_entropy(logits, labels, reduction="sum"))
+    finally:
+        model.train(was_training)
+    return meter.compute(per_class=per_class)
+
+
+# ---- the run directory ------------------------------------------------------------------------
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    """runs/<model>-<dataset>-<time>."""
+    data = cfg.data.name.replace("imagefolder:", "folder-").replace("/", "_").replace(os.sep, "_")
+    return Path("runs") / f"{cfg.model.name}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+class RunLog:
+    """metrics.jsonl (one JSON object per record) and TensorBoard scalars, written by rank 0."""
+
+    def __init__(self, run_dir: Path, purge_step: int | None) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir), purge_step=purge_step)
+        except ImportError:  # tensorboard is an install dependency; tolerate its absence
+            self.tb = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record and mirror its numbers to TensorBoard as split/name."""
+        self.file.write(json.dumps({k: _jsonable(v) for k, v in record.items()}) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for key, value in record.items():
+                if isinstance(value, int | float) and key not in ("epoch", "step"):
+                    self.tb.add_scalar(f"{record['split']}/{key}", value, record["step"])
+
+    def close(self) -> None:
+        """Flush and close both writers."""
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+# ---- the trainer -------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Owns everything one run needs; `fit()` trains and writes the run directory."""
+
+    def __init__(
+        self, cfg: TrainConfig, run_dir: Path, resume: bool = False, stop_after_steps: int | None = None
+    ) -> None:
+        self.cfg, self.run_dir, self.resume = cfg, run_dir, resume
+        self.stop_after_steps = stop_after_steps
+        self.stop_requested = False
+        self.quiet = cfg.run.quiet
+
+    # -- setup
+    def _setup(self) -> None:
+        cfg = self.cfg
+        torch.manual_seed(cfg.run.seed)
+        self.device = pick_device(cfg.run.device)
+        self.precision = pick_precision(cfg.run.precision, self.device)
+        self.data: DatasetSplits = load_dataset(
+            cfg.data.name,
+            data_dir=cfg.data.data_dir,
+            download=cfg.data.download,
+            val_split=cfg.data.val_split,
+            image_size=cfg.data.image_size,
+            skip_bad_images=cfg.data.skip_bad_images,
+            max_in_memory_mb=cfg.data.max_in_memory_mb,
+            seed=cfg.run.seed,
+        )
+        for note in self.data.notes:
+            self._say(f"data: {note}")
+        base = self.data.augment
+        self.augment = Augment(
+            pad=(base.pad if cfg.data.crop_padding is None else cfg.data.crop_padding)
+            if cfg.data.augment
+            else 0,
+            flip=(base.flip if cfg.data.flip is None else cfg.data.flip) if cfg.data.augment else False,
+        )
+        c, h, w = self.data.image_shape
+        spec = get_spec(cfg.model.name)
+        kwargs = dict(cfg.model.kwargs)
+        if spec.family == "mlp":
+            kwargs.setdefault("input_size", (h, w))
+        self.model = create_model(cfg.model.name, num_classes=self.data.num_classes, in_chans=c, **kwargs)
+        self.model_kwargs = kwargs
+        self.channels_last = cfg.run.channels_last and spec.family != "mlp"
+        self.model.to(
+            self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format
+        )
+        self.normalize = Normalize(self.data.mean, self.data.std, self.channels_last).to(self.device)
+        self.net = torch.compile(self.model) if cfg.run.compile else self.model
+
+        self.train_batches = Batches(
+            self.data.train,
+            cfg.data.batch_size,
+            shuffle=True,
+            drop_last=True,
+            seed=cfg.run.seed,
+            device=self.device,
+            workers=cfg.data.workers,
+        )
+        self.eval_sets = {"test": self.data.test}
+        if self.data.val is not None:
+            self.eval_sets["val"] = self.data.val
+        self.eval_batches = {
+            split: Batches(
+                ds,
+                cfg.data.eval_batch_size,
+                shuffle=False,
+                drop_last=False,
+                device=self.device,
+                workers=cfg.data.workers,
+            )
+            for split, ds in self.eval_sets.items()
+        }
+        self.steps_per_epoch = len(self.train_batches)
+        if cfg.run.max_steps is not None:
+            self.total_steps = cfg.run.max_steps
+            if cfg.run.epochs is not None:
+                self.total_steps = min(self.total_steps, cfg.run.epochs * self.steps_per_epoch)
+        else:
+            self.total_steps = cfg.run.epochs * self.steps_per_epoch  # type: ignore[operator]
+        self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.schedule = LrSchedule(cfg.schedule, self.total_steps, self.steps_per_epoch)
+        self.scheduler = build_scheduler(self.optimizer, self.schedule)
+        self.ema = build_ema(self.model, cfg.optim.ema_decay)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.meta = ModelMeta(
+            model=cfg.model.name,
+            num_classes=self.data.num_classes,
+            in_chans=c,
+            input_size=[c, h, w],
+            mean=list(self.data.mean),
+            std=list(self.data.std),
+            classes=list(self.data.classes),
+            model_kwargs={k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()},
+            dataset=cfg.data.name,
+        )
+
+    # -- state
+    def _state(self, epoch: int, batch: int, meter: ClassificationMeter | None, train_seconds: float) -> dict:
+        state = {
+            "step": self.step,
+            "epoch": epoch,
+            "batch_in_epoch": batch,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self._scheduler_state(),
+            "scaler": self.scaler.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "best": self.best,
+            "train_seconds": train_seconds,
+            "wall_seconds": self._wall(),
+            "images_seen": self.images_seen,
+        }
+        if torch.cuda.is_available():
+            state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        if meter is not None and batch > 0:
+            state["meter"] = {
+                "loss_sum": meter.loss_sum.cpu(),
+                "top1": meter.top1.cpu(),
+                "top5": meter.top5.cpu(),
+                "confusion": meter.confusion.cpu(),
+                "count": meter.count,
+            }
+        return state
+
+    def _scheduler_state(self) -> dict[str, Any]:
+        # The schedule is a pure function of the step, rebuilt from the config: store only the counters.
+        state = self.scheduler.state_dict()
+        state["lr_lambdas"] = [None] * len(self.scheduler.lr_lambdas)
+        return state
+
+    def _save(
+        self, name: str, epoch: int, batch: int, meter: ClassificationMeter | None, train_seconds: float
+    ) -> None:
+        save_checkpoint(
+            self.run_dir / "checkpoints" / name,
+            self.model.state_dict(),
+            self._state(epoch, batch, meter, train_seconds),
+            self.meta,
+        )
+
+    def _restore(self) -> dict[str, Any]:
+        weights, state = load_checkpoint(self.run_dir / "checkpoints" / LAST)
+        self.model.load_state_dict(weights)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng_cpu"])
+        if "rng_cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        if self.ema is not None and "ema" in state:
+            self.ema.load_state_dict(state["ema"])
+        return state
+
+    def _wall(self) -> float:
+        return self.wall_before + time.perf_counter() - self.t_start
+
+    def _say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, flush=True)
+
+    # -- the loop
+    def fit(self) -> RunResult:
+        """Train, evaluate each epoch, checkpoint, and write the run directory; returns the result."""
+        self.t_start = time.perf_counter()
+        self.wall_before = 0.0
+        self._setup()
+        self.step, self.best, self.images_seen = 0, None, 0
+        start_epoch, start_batch, train_seconds, saved_meter = 0, 0, 0.0, None
+        if self.resume:
+            state = self._restore()
+            self.step, self.best = state["step"], state["best"]
+            start_epoch, start_batch = state["epoch"], state["batch_in_epoch"]
+            train_seconds, self.wall_before = state["train_seconds"], state["wall_seconds"]
+            self.images_seen = state["images_seen"]
+            saved_meter = state.get("meter")
+            self._say(f"resuming {self.run_dir} at epoch {start_epoch + 1}, step {self.step}")
+            _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+        log = RunLog(self.run_dir, purge_step=self.step if self.resume else None)
+        self._say(
+            f"training {self.cfg.model.name} ({count_params(self.model):,} params) on {self.data.name} "
+            f"({len(self.data.train):,} train / {len(self.data.test):,} test), "
+            f"{self.device.type} {self.precision}, "
+            f"{self.epochs} epochs × {self.steps_per_epoch} steps -> {self.run_dir}"
+        )
+        previous = signal.getsignal(signal.SIGINT)
+        if _main_thread():
+            signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            last_train: dict[str, Any] = {}
+            epoch = start_epoch
+            for epoch in range(start_epoch, self.epochs):
+                meter = ClassificationMeter(self.data.num_classes, self.device)
+                first = start_batch if epoch == start_epoch else 0
+                if saved_meter is not None and epoch == start_epoch:
+                    self._load_meter(meter, saved_meter)
+                train_seconds = self._train_epoch(epoch, first, meter, log, train_seconds)
+                last_train = meter.compute()
+                if not math.isfinite(last_train["loss"]):
+                    self._diverged(epoch)
+                self._epoch_end(epoch, last_train, log, train_seconds)
+                if self.step >= self.total_steps:
+                    break
+            summary = self._finish(last_train, train_seconds, epoch)
+        except _StopRun as stop:
+            self._save(LAST, stop.epoch, stop.batch, stop.meter, stop.train_seconds)
+            ckpt = self.run_dir / "checkpoints" / LAST
+            raise TrainingInterrupted(
+                f"stopped at step {self.step} (epoch {stop.epoch + 1}); checkpoint saved in {ckpt}. "
+                f"Resume with: resnets train --resume {self.run_dir}"
+            ) from None
+        finally:
+            log.close()
+            if _main_thread():
+                signal.signal(signal.SIGINT, previous)
+        return RunResult(self.run_dir, summary, self.model)
+
+    def _load_meter(self, meter: ClassificationMeter, saved: dict[str, Any]) -> None:
+        meter.loss_sum += saved["loss_sum"].to(self.device)
+        meter.top1 += saved["top1"].to(self.device)
+        meter.top5 += saved["top5"].to(self.device)
+        meter.confusion += saved["confusion"].to(self.device)
+        meter.count = saved["count"]
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.stop_requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.stop_requested = True
+        print(
+            "\ninterrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort)",
+            file=sys.stderr,
+        )
+
+    def _progress(self, epoch: int, first: int) -> Any:
+        if self.quiet or not sys.stderr.isatty():
+            return None
+        from tqdm import tqdm
+
+        return tqdm(
+            total=self.steps_per_epoch,
+            initial=first,
+            desc=f"epoch {epoch + 1}/{self.epochs}",
+            leave=False,
+            dynamic_ncols=True,
+        )
+
+    def _train_epoch(
+        self, epoch: int, first: int, meter: ClassificationMeter, log: RunLog, train_seconds: float
+    ) -> float:
+        """Run the batches of one epoch from `first`; returns the accumulated training seconds."""
+        cfg = self.cfg
+        self.model.train()
+        bar = self._progress(epoch, first)
+        t0 = time.perf_counter()
+        window_t, window_images = t0, self.images_seen
+        batch = first
+        try:
+            for batch, (images, labels) in enumerate(self.train_batches.epoch(epoch, first), start=first):
+                if self.step >= self.total_steps:
+                    break
+                x = random_crop_flip(images, self.augment, epoch_generator(cfg.run.seed, epoch, batch))
+                loss = self._train_step(self.normalize(x), labels, meter)
+                self.step += 1
+                self.images_seen += len(labels)
+                if bar is not None:
+                    bar.update(1)
+                if self.step % cfg.run.log_every == 0:
+                    value = float(loss)  # the one host sync per log interval
+                    if not math.isfinite(value):
+                        self._diverged(epoch)
+                    now = time.perf_counter()
+                    rate = (self.images_seen - window_images) / max(now - window_t, 1e-9)
+                    window_t, window_images = now, self.images_seen
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    log.write(
+                        {
+                            "split": "train_step",
+                            "epoch": epoch + 1,
+                            "step": self.step,
+                            "loss": value,
+                            "lr": lr,
+                            "images_per_second": rate,
+                        }
+                    )
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
+                if self.stop_requested or (
+                    self.stop_after_steps is not None and self.step >= self.stop_after_steps
+                ):
+                    raise _StopRun(epoch, batch + 1, meter, train_seconds + time.perf_counter() - t0)
+        finally:
+            if bar is not None:
+                bar.close()
+        return train_seconds + time.perf_counter() - t0
+
+    def _train_step(self, x: torch.Tensor, labels: torch.Tensor, meter: ClassificationMeter) -> torch.Tensor:
+        cfg = self.cfg
+        with autocast(self.device, self.precision):
+            logits = self.net(x)
+        logits = logits.float()
+        loss = F.cross_entropy(logits, labels, label_smoothing=cfg.optim.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.optim.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        meter.update(logits, labels, loss.detach() * len(labels))
+        return loss.detach()
+
+    def _eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def _epoch_end(self, epoch: int, train: dict[str, Any], log: RunLog, train_seconds: float) -> None:
+        """Log the epoch, evaluate every held-out split, checkpoint, print one line."""
+        lr = self.optimizer.param_groups[0]["lr"]
+        rate = self.images_seen / max(train_seconds, 1e-9)
+        log.write(
+            {
+                "split": "train",
+                "epoch": epoch + 1,
+                "step": self.step,
+                "loss": train["loss"],
+                "accuracy": train["accuracy"],
+                "top5_accuracy": train["top5_accuracy"],
+                "lr": lr,
+                "images_per_second": rate,
+                "wall_seconds": self._wall(),
+            }
+        )
+        results = {}
+        for split, batches in self.eval_batches.items():
+            results[split] = evaluate_batches(
+                self._eval_model(),
+                batches,
+                self.normalize,
+                self.data.num_classes,
+                self.device,
+                self.precision,
+            )
+            log.write(
+                {
+                    "split": split,
+                    "epoch": epoch + 1,
+                    "step": self.step,
+                    "loss": results[split]["loss"],
+                    "accuracy": results[split]["accuracy"],
+                    "top5_accuracy": results[split]["top5_accuracy"],
+                }
+            )
+        # "best" is chosen on the validation split when there is one (He et al. tuned on 45k/5k).
+        select = results.get("val", results["test"])
+        is_best = self.best is None or select["accuracy"] > self.best["accuracy"]
+        if is_best:
+            self.best = {
+                "epoch": epoch + 1,
+                "step": self.step,
+                "accuracy": select["accuracy"],
+                "split": "val" if "val" in results else "test",
+            }
+        last_epoch = self.step >= self.total_steps or epoch + 1 == self.epochs
+        if (epoch + 1) % self.cfg.run.checkpoint_every == 0 or last_epoch:
+            self._save(LAST, epoch + 1, 0, None, train_seconds)
+            if is_best:
+                self._save(BEST, epoch + 1, 0, None, train_seconds)
+        test = results["test"]
+        self._say(
+            f"epoch {epoch + 1:>3}/{self.epochs}  step {self.step:>6}  train loss {train['loss']:.4f} "
+            f"acc {train['accuracy']:.4f}  test loss {test['loss']:.4f} acc {test['accuracy']:.4f}  "
+            f"lr {lr:.4g}  {rate:,.0f} img/s"
+        )
+
+    def _diverged(self, epoch: int) -> None:
+        found = find_checkpoint(self.run_dir / "checkpoints" / LAST)
+        where = f"the last good checkpoint is {found}" if found else "no checkpoint had been written yet"
+        raise TrainingDiverged(
+            f"the training loss became NaN or infinite at step {self.step} (epoch {epoch + 1}); {where}. "
+            "Lower the learning rate (--lr), add gradient clipping (--set optim.grad_clip=1.0) or use "
+            "--precision fp32."
+        )
+
+    def _finish(self, train: dict[str, Any], train_seconds: float, epoch: int) -> dict[str, Any]:
+        model = self._eval_model()
+        test = evaluate_batches(
+            model,
+            self.eval_batches["test"],
+            self.normalize,
+            self.data.num_classes,
+            self.device,
+            self.precision,
+            per_class=True,
+        )
+        save_weights(self.run_dir / "model.safetensors", model.state_dict(), self.meta)
+        summary = {
+            "model": self.cfg.model.name,
+            "dataset": self.data.name,
+            "test_accuracy": test["accuracy"],
+            "test_loss": test["loss"],
+            "test_top5_accuracy": test["top5_accuracy"],
+            "train_accuracy": train.get("accuracy"),
+            "train_loss": train.get("loss"),
+            "epochs": epoch + 1,
+            "steps": self.step,
+            "wall_seconds": round(self._wall(), 3),
+            "images_per_second": round(self.images_seen / max(train_seconds, 1e-9), 1),
+            "params": count_params(self.model),
+            "device": str(self.device),
+            "precision": self.precision,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "machine": platform.machine(),
+            "best": self.best,
+        }
+        if "val" in self.eval_batches:
+            val = evaluate_batches(
+                model,
+                self.eval_batches["val"],
+                self.normalize,
+                self.data.num_classes,
+                self.device,
+                self.precision,
+            )
+            summary["val_accuracy"], summary["val_loss"] = val["accuracy"], val["loss"]
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (self.run_dir / "eval_test.json").write_text(json.dumps(test, indent=1) + "\n")
+        try:
+            from resnets.analysis.plots import plot_runs
+
+            plot_runs([self.run_dir], self.run_dir / "plots" / "curves.png")
+        except Exception as err:  # a plot must never fail a finished run
+            self._say(f"warning: could not draw plots ({err})")
+        self._say(
+            f"done: test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f} "
+            f"in {summary['wall_seconds']:.1f} s; run directory {self.run_dir}"
+        )
+        return summary
+
+
+class _StopRun(Exception):
+    def __init__(self, epoch: int, batch: int, meter: ClassificationMeter, train_seconds: float) -> None:
+        super().__init__("stop")
+        self.epoch, self.batch, self.meter, self.train_seconds = epoch, batch, meter, train_seconds
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records logged after the checkpoint a run resumes from (a crash may have left some)."""
+    if path.is_file():
+        kept = [r for r in iter_json_lines(path) if r.get("step", 0) <= step]
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+# ---- public entry points ------------------------------------------------------------------------
+
+
+def prepare_run_dir(cfg: TrainConfig) -> Path:
+    """Create the run directory and write config.yaml; refuses to overwrite an existing run."""
+    run_dir = Path(cfg.run.out) if cfg.run.out else default_run_dir(cfg)
+    if find_checkpoint(run_dir / "checkpoints" / LAST) or (run_dir / "summary.json").exists():
+        raise ConfigError(
+            f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --out"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.run.out = str(run_dir)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return run_dir
+
+
+def train(
+    config: TrainConfig | dict[str, Any] | None = None,
+    *,
+    resume: str | Path | None = None,
+    stop_after_steps: int | None = None,
+) -> RunResult:
+    """Train a model. `config` is a TrainConfig or a nested mapping of overrides on the recipe it names
+    (default recipe `quick`); `resume=RUN_DIR` continues a stopped run exactly where it stopped.
+    `stop_after_steps` stops (as Ctrl-C does) after that many steps, leaving a resumable checkpoint."""
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
+        if find_checkpoint(run_dir / "checkpoints" / LAST) is None:
+            raise ConfigError(f"{run_dir} has no checkpoint to resume from; start a new run instead")
+        cfg = build_config(load_yaml(run_dir / "config.yaml"))
+        return Trainer(cfg, run_dir, resume=True, stop_after_steps=stop_after_steps).fit()
+    cfg = resolve_config(flags=config or {}) if config is None or isinstance(config, dict) else config
+    return Trainer(cfg, prepare_run_dir(cfg), stop_after_steps=stop_after_steps).fit()
+
+
+def iter_json_lines(path: Path) -> Iterator[dict[str, Any]]:
+    """Records of a metrics.jsonl file (a torn last line from a crash is skipped)."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue

@@ -1,0 +1,85 @@
+"""Optimizers, learning-rate schedules (as a function of the step) and weight averaging."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from resnets.train.config import OptimConfig, ScheduleConfig
+
+
+def param_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: bool) -> list[dict]:
+    """One group, or two when norm parameters and biases (all 1-D tensors) get no weight decay."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not no_decay_norm_bias:
+        return [{"params": params, "weight_decay": weight_decay}]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, optionally Nesterov) or AdamW, with the configured weight decay."""
+    groups = param_groups(model, cfg.weight_decay, cfg.no_decay_norm_bias)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(
+            groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0
+        )
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+class LrSchedule:
+    """The lr multiplier at optimizer step t (0-based) of a run of `total_steps`, as a pure function."""
+
+    def __init__(self, cfg: ScheduleConfig, total_steps: int, steps_per_epoch: int) -> None:
+        self.cfg, self.total = cfg, max(1, total_steps)
+        self.per_epoch = max(1, steps_per_epoch)
+        self.warmup_steps = self.to_steps(cfg.warmup)
+        self.milestones = sorted(self.to_steps(m) for m in cfg.milestones)
+
+    def to_steps(self, amount: float) -> int:
+        """Convert an amount in the schedule's unit to optimizer steps."""
+        unit = self.cfg.unit
+        if unit == "epoch":
+            return round(amount * self.per_epoch)
+        if unit == "fraction":
+            return round(amount * self.total)
+        return round(amount)
+
+    def __call__(self, step: int) -> float:
+        cfg = self.cfg
+        if step < self.warmup_steps and cfg.name != "onecycle":
+            if cfg.warmup_mode == "constant":
+                return cfg.warmup_factor
+            return cfg.warmup_factor + (1.0 - cfg.warmup_factor) * step / self.warmup_steps
+        if cfg.name == "constant":
+            return 1.0
+        if cfg.name == "multistep":
+            return cfg.gamma ** sum(step >= m for m in self.milestones)
+        if cfg.name == "cosine":
+            t = (step - self.warmup_steps) / max(1, self.total - self.warmup_steps)
+            return cfg.final_factor + (1 - cfg.final_factor) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+        # One-cycle (Smith & Topin 2019): linear rise over the warm-up (default 30% of the run) from
+        # warmup_factor, then a linear fall to final_factor.
+        peak = self.warmup_steps or round(0.3 * self.total)
+        if step < peak:
+            return cfg.warmup_factor + (1.0 - cfg.warmup_factor) * step / peak
+        t = (step - peak) / max(1, self.total - peak)
+        return 1.0 + (cfg.final_factor - 1.0) * min(t, 1.0)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, schedule: LrSchedule
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A LambdaLR stepped once per optimizer step; its state is the step count."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def build_ema(model: nn.Module, decay: float | None) -> AveragedModel | None:
+    """An exponential moving average of the weights (buffers too), or None."""
+    if decay is None:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)

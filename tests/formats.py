@@ -1,0 +1,68 @@
+"""Writers of tiny files in the real on-disk formats, so tests need no downloaded data."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+
+
+def random_images(n: int, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, *shape), dtype=np.uint8)
+
+
+def write_cifar_binary(
+    path: Path, images: np.ndarray, labels: np.ndarray, coarse: np.ndarray | None = None
+) -> None:
+    """Official binary records: [coarse label,] label, then 3,072 pixel bytes (R, G, B planes)."""
+    cols = [labels.astype(np.uint8)[:, None]]
+    if coarse is not None:
+        cols.insert(0, coarse.astype(np.uint8)[:, None])
+    np.concatenate([*cols, images.reshape(len(images), -1)], axis=1).tofile(path)
+
+
+def write_cifar_python(path: Path, images: np.ndarray, labels: np.ndarray, label_key: str = "labels") -> None:
+    """A 'python version' batch: a pickled dict with 'data' (N×3072 uint8) and the labels list."""
+    batch = {"data": images.reshape(len(images), -1), label_key: labels.tolist(), "batch_label": "test"}
+    path.write_bytes(pickle.dumps(batch, protocol=2))
+
+
+def write_cifar10(root: Path, layout: str, per_file: int = 4, seed: int = 0) -> dict[str, tuple]:
+    """A complete tiny CIFAR-10 in `layout` ('bin' or 'py'); returns the images and labels written."""
+    folder = root / ("cifar-10-batches-bin" if layout == "bin" else "cifar-10-batches-py")
+    folder.mkdir(parents=True)
+    written: dict[str, list] = {"train": [], "test": []}
+    names = [(f"data_batch_{i}", "train") for i in range(1, 6)] + [("test_batch", "test")]
+    for k, (name, split) in enumerate(names):
+        images = random_images(per_file, (3, 32, 32), seed + k)
+        labels = np.arange(k, k + per_file) % 10
+        if layout == "bin":
+            write_cifar_binary(folder / f"{name}.bin", images, labels)
+        else:
+            write_cifar_python(folder / name, images, labels)
+        written[split].append((images, labels))
+    return {
+        s: (np.concatenate([w[0] for w in v]), np.concatenate([w[1] for w in v])) for s, v in written.items()
+    }
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """IDX: magic 0x0000 0x08 ndim, big-endian uint32 dims, uint8 data; gzipped if path ends in .gz."""
+    data = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+
+
+def write_mnist(folder: Path, gz: bool = True, n_train: int = 12, n_test: int = 6) -> dict[str, tuple]:
+    folder.mkdir(parents=True, exist_ok=True)
+    ext = ".gz" if gz else ""
+    out = {}
+    for split, n, prefix in (("train", n_train, "train"), ("test", n_test, "t10k")):
+        images = random_images(n, (28, 28), seed=n)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte{ext}", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte{ext}", labels)
+        out[split] = (images, labels)
+    return out

@@ -1,0 +1,256 @@
+"""Datasets: every format parses back the exact pixels and labels written; bad files fail clearly."""
+
+import gzip
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from formats import (
+    random_images,
+    write_cifar10,
+    write_cifar_binary,
+    write_cifar_python,
+    write_idx,
+    write_mnist,
+)
+from resnets.data import load_dataset
+from resnets.data.formats import read_idx
+from resnets.errors import DataError
+
+
+@pytest.mark.parametrize("layout", ["bin", "py"])
+def test_cifar10_both_layouts_parse_exactly(tmp_path, layout) -> None:
+    written = write_cifar10(tmp_path, layout)
+    data = load_dataset("cifar10", data_dir=str(tmp_path))
+    for split in ("train", "test"):
+        images, labels = written[split]
+        got = getattr(data, split)
+        assert torch.equal(got.images, torch.from_numpy(images))
+        assert torch.equal(got.labels, torch.from_numpy(labels.astype(np.int64)))
+    assert data.image_shape == (3, 32, 32) and len(data.classes) == 10
+    # The statistics are those of the training pixels, per channel.
+    expected = written["train"][0].astype(np.float64).mean(axis=(0, 2, 3)) / 255
+    np.testing.assert_allclose(data.mean, expected, atol=1e-6)
+
+
+def test_cifar100_binary_uses_the_fine_label(tmp_path) -> None:
+    folder = tmp_path / "cifar-100-binary"
+    folder.mkdir()
+    imgs = random_images(5, (3, 32, 32))
+    fine, coarse = np.array([3, 99, 0, 42, 7]), np.array([1, 19, 0, 2, 3])
+    write_cifar_binary(folder / "train.bin", imgs, fine, coarse)
+    write_cifar_binary(folder / "test.bin", imgs[:2], fine[:2], coarse[:2])
+    data = load_dataset("cifar100", data_dir=str(tmp_path))
+    assert data.train.labels.tolist() == fine.tolist() and torch.equal(
+        data.train.images, torch.from_numpy(imgs)
+    )
+
+
+def test_cifar100_python_layout(tmp_path) -> None:
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    imgs = random_images(4, (3, 32, 32))
+    write_cifar_python(folder / "train", imgs, np.array([5, 6, 7, 8]), "fine_labels")
+    write_cifar_python(folder / "test", imgs, np.array([1, 2, 3, 4]), "fine_labels")
+    data = load_dataset("cifar100", data_dir=str(folder))
+    assert data.test.labels.tolist() == [1, 2, 3, 4]
+
+
+def test_missing_cifar_names_folder_layouts_and_download(tmp_path) -> None:
+    with pytest.raises(DataError) as err:
+        load_dataset("cifar10", data_dir=str(tmp_path))
+    msg = str(err.value)
+    assert str(tmp_path) in msg and "cifar-10-batches-bin" in msg and "cifar-10-batches-py" in msg
+    assert "--download" in msg
+
+
+def test_download_fetches_the_official_archive_with_its_checksum(tmp_path, monkeypatch) -> None:
+    calls = []
+
+    def fake_download(url, root, md5=None):
+        calls.append((url, md5))
+        write_cifar10(tmp_path, "bin")
+
+    import torchvision.datasets.utils as tv_utils
+
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", fake_download)
+    data = load_dataset("cifar10", data_dir=str(tmp_path), download=True)
+    assert calls == [
+        ("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", "c32a1d4ab5d03f1284b67883e8d87530")
+    ]
+    assert len(data.train) == 20
+
+
+def test_truncated_cifar_binary_is_refused(tmp_path) -> None:
+    write_cifar10(tmp_path, "bin")
+    path = tmp_path / "cifar-10-batches-bin" / "data_batch_3.bin"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DataError, match=r"data_batch_3\.bin.*not a whole number of 3073-byte"):
+        load_dataset("cifar10", data_dir=str(tmp_path))
+
+
+def test_cifar_python_pickle_that_runs_code_is_refused(tmp_path) -> None:
+    write_cifar10(tmp_path, "py")
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (exec, (f"open({str(marker)!r}, 'w').write('x')",))
+
+    (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(
+        pickle.dumps({"data": Evil()}, protocol=2)
+    )
+    with pytest.raises(DataError, match=r"refusing to unpickle .*exec"):
+        load_dataset("cifar10", data_dir=str(tmp_path))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("gz", [True, False])
+@pytest.mark.parametrize("nested", [False, True])
+def test_mnist_idx_gzipped_or_not_flat_or_torchvision_layout(tmp_path, gz, nested) -> None:
+    folder = tmp_path / "MNIST" / "raw" if nested else tmp_path
+    written = write_mnist(folder, gz=gz)
+    data = load_dataset("mnist", data_dir=str(tmp_path))
+    for split in ("train", "test"):
+        images, labels = written[split]
+        assert torch.equal(getattr(data, split).images[:, 0], torch.from_numpy(images))
+        assert getattr(data, split).labels.tolist() == labels.tolist()
+    assert data.image_shape == (1, 28, 28) and not data.augment.flip
+
+
+def test_fashion_mnist_in_its_torchvision_folder(tmp_path) -> None:
+    write_mnist(tmp_path / "FashionMNIST" / "raw")
+    data = load_dataset("fashion-mnist", data_dir=str(tmp_path))
+    assert data.classes[9] == "Ankle boot" and data.augment.flip
+
+
+def test_idx_bad_magic_truncation_and_absurd_headers(tmp_path) -> None:
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"\x12\x34\x08\x03" + b"\x00" * 20)
+    with pytest.raises(DataError, match="bad magic"):
+        read_idx(bad)
+    short = tmp_path / "short.gz"
+    write_idx(short, random_images(3, (4, 4)))
+    short.write_bytes(gzip.compress(gzip.decompress(short.read_bytes())[:-5]))
+    with pytest.raises(DataError, match="truncated"):
+        read_idx(short)
+    huge = tmp_path / "huge"
+    huge.write_bytes(bytes([0, 0, 8, 3]) + (100000).to_bytes(4, "big") * 3)
+    with pytest.raises(DataError, match="refusing"):
+        read_idx(huge)  # must not try to allocate 10^15 bytes
+    extra = tmp_path / "extra"
+    write_idx(extra, random_images(2, (2, 2)))
+    extra.write_bytes(extra.read_bytes() + b"\x00")
+    with pytest.raises(DataError, match="more data than"):
+        read_idx(extra)
+
+
+def _png(path, array, mode=None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array, mode=mode).save(path)
+
+
+def test_imagefolder_train_val_exact_pixels(tmp_path) -> None:
+    imgs = random_images(6, (8, 8, 3))
+    for i, img in enumerate(imgs):
+        split = "train" if i < 4 else "val"
+        _png(tmp_path / split / ("cat" if i % 2 else "dog") / f"{i}.png", img)
+    data = load_dataset(f"imagefolder:{tmp_path}")
+    assert data.classes == ["cat", "dog"] and data.image_shape == (3, 8, 8)
+    # torchvision's order: classes sorted, files sorted within a class.
+    expected = [imgs[1], imgs[3], imgs[0], imgs[2]]
+    assert torch.equal(data.train.images, torch.from_numpy(np.stack(expected)).permute(0, 3, 1, 2))
+    assert data.train.labels.tolist() == [0, 0, 1, 1] and len(data.test) == 2
+
+
+def test_imagefolder_jpeg_decodes_as_pil_does(tmp_path) -> None:
+    img = random_images(1, (16, 16, 3))[0]
+    for cls in ("a", "b"):
+        for i in range(3):
+            (tmp_path / cls).mkdir(exist_ok=True)
+            Image.fromarray(img).save(tmp_path / cls / f"{i}.jpg", quality=90)
+    data = load_dataset(f"imagefolder:{tmp_path}")
+    decoded = np.array(Image.open(tmp_path / "a" / "0.jpg").convert("RGB"))
+    assert torch.equal(data.train.images[0], torch.from_numpy(decoded).permute(2, 0, 1))
+    assert len(data.train) + len(data.test) == 6 and len(data.test) == 2  # 20% of each class
+
+
+def test_imagefolder_grayscale_and_odd_modes(tmp_path) -> None:
+    gray = random_images(1, (8, 8))[0]
+    _png(tmp_path / "train" / "a" / "l.png", gray)
+    sixteen = gray.astype(np.uint16) * 257
+    Image.fromarray(sixteen).save(tmp_path / "train" / "a" / "i16.png")  # 16-bit grayscale
+    _png(tmp_path / "val" / "a" / "l.png", gray)
+    for d in ("train", "val"):
+        _png(tmp_path / d / "b" / "l.png", gray)
+    data = load_dataset(f"imagefolder:{tmp_path}")
+    assert data.image_shape == (1, 8, 8)  # all grayscale: one channel
+    assert torch.equal(data.train.images[0, 0], torch.from_numpy(gray))  # 16-bit scaled back to 8 bits
+    assert torch.equal(data.train.images[1, 0], torch.from_numpy(gray))
+    # Palette, CMYK and RGBA images become RGB.
+    rgb = random_images(1, (8, 8, 3))[0]
+    Image.fromarray(rgb).convert("P").save(tmp_path / "train" / "b" / "p.png")
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "train" / "b" / "c.jpg")
+    Image.fromarray(np.dstack([rgb, np.full((8, 8), 255, np.uint8)])).save(
+        tmp_path / "train" / "b" / "rgba.png"
+    )
+    data = load_dataset(f"imagefolder:{tmp_path}")
+    assert data.image_shape == (3, 8, 8)
+    rgba_index = sorted(p.name for p in (tmp_path / "train" / "b").iterdir()).index("rgba.png") + 2
+    assert torch.equal(data.train.images[rgba_index], torch.from_numpy(rgb).permute(2, 0, 1))
+
+
+def test_corrupt_image_is_named_or_skipped(tmp_path) -> None:
+    for cls in ("a", "b"):
+        for i in range(3):
+            _png(tmp_path / cls / f"{i}.png", random_images(1, (8, 8, 3), seed=i)[0])
+    (tmp_path / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (tmp_path / "b" / "notes.txt").write_text("hello")
+    with pytest.raises(DataError) as err:
+        load_dataset(f"imagefolder:{tmp_path}")
+    assert "broken.png" in str(err.value) and "--skip-bad-images" in str(err.value)
+    data = load_dataset(f"imagefolder:{tmp_path}", skip_bad_images=True)
+    assert len(data.train) + len(data.test) == 6
+    assert any("skipped 2 unreadable" in n for n in data.notes)
+
+
+def test_decompression_bomb_is_refused(tmp_path, monkeypatch) -> None:
+    import resnets.data.images as images
+
+    monkeypatch.setattr(images, "MAX_PIXELS", 100)
+    _png(tmp_path / "a" / "big.png", random_images(1, (32, 32, 3))[0])
+    _png(tmp_path / "b" / "ok.png", random_images(1, (4, 4, 3))[0])
+    with pytest.raises(DataError, match=r"big\.png: image too large"):
+        load_dataset(f"imagefolder:{tmp_path}")
+
+
+def test_streaming_folder_gives_the_same_pixels(tmp_path) -> None:
+    for cls in ("a", "b"):
+        for i in range(5):
+            _png(tmp_path / cls / f"{i}.png", random_images(1, (8, 8, 3), seed=10 * i + len(cls))[0])
+    in_memory = load_dataset(f"imagefolder:{tmp_path}")
+    streamed = load_dataset(f"imagefolder:{tmp_path}", max_in_memory_mb=0)
+    assert not hasattr(streamed.train, "images")
+    assert torch.equal(
+        torch.stack([streamed.train[i][0] for i in range(len(streamed.train))]), in_memory.train.images
+    )
+
+
+def test_digits_fixed_stratified_split_and_val_hold_out() -> None:
+    a, b = load_dataset("digits"), load_dataset("digits", seed=5)
+    assert (len(a.train), len(a.test)) == (1437, 360)
+    assert torch.equal(a.test.images, b.test.images)  # the test split does not move with the seed
+    counts = torch.bincount(a.test.labels)
+    assert counts.min() >= 35 and counts.max() <= 37  # stratified: 36 ± 1 per class
+    v = load_dataset("digits", val_split=100)
+    assert len(v.val) == 100 and len(v.train) == 1337
+    seen = {tuple(x.flatten().tolist()) for x in v.train.images}
+    assert not any(tuple(x.flatten().tolist()) in seen for x in v.val.images[:20])
+
+
+def test_unknown_dataset_lists_the_choices() -> None:
+    with pytest.raises(DataError, match="choose one of digits, cifar10"):
+        load_dataset("imagenet")
