@@ -93,8 +93,11 @@ def save_weights(path: Path, state_dict: dict[str, torch.Tensor], meta: ModelMet
 
 def _refuse_pickle(path: Path) -> None:
     with open(path, "rb") as f:
-        head = f.read(8)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+        head = f.read(9)
+    # safetensors: an 8-byte little-endian header length, then the JSON header's "{". The length's
+    # first byte may be 0x80 too, so only a file without that "{" counts as a pickle (0x80 protocol
+    # marker) or a torch.save zip ("PK").
+    if head[8:9] != b"{" and (head[:2] == b"PK" or head[:1] == b"\x80"):
         raise CheckpointError(
             f"{path} is a pickle-based PyTorch file, which can run arbitrary code when loaded; resnets "
             f"loads weights only from safetensors. {CONVERT_HINT}"

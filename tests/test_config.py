@@ -1,0 +1,96 @@
+"""Config resolution (recipe → file → flags → --set), validation, recipes and schedules."""
+
+import pytest
+
+from resnets.errors import ConfigError
+from resnets.train.config import ScheduleConfig, parse_assignment, resolve_config
+from resnets.train.optim import LrSchedule
+
+
+def test_layers_apply_in_order(tmp_path) -> None:
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(
+        "recipe: he2016-cifar\noptim: {lr: 0.2, weight_decay: 0.0002}\ndata: {batch_size: 64}\n"
+    )
+    cfg = resolve_config(None, [cfg_file], {"optim": {"lr": 0.3}}, ["optim.lr=0.4", "run.seed=3"])
+    assert cfg.recipe == "he2016-cifar" and cfg.data.name == "cifar10"  # from the recipe
+    assert cfg.optim.weight_decay == 0.0002 and cfg.data.batch_size == 64  # from the file
+    assert cfg.optim.lr == 0.4 and cfg.run.seed == 3  # --set wins over flags, flags over the file
+
+
+def test_default_is_quick_resnet20_on_digits() -> None:
+    cfg = resolve_config()
+    assert (cfg.recipe, cfg.model.name, cfg.data.name) == ("quick", "resnet20", "digits")
+
+
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [
+        ("optim.lrr=0.1", "unknown config key 'optim.lrr'; allowed keys under optim: name, lr"),
+        ("optim.name=adam", "optim.name must be one of sgd, adamw"),
+        ("run.epochs=abc", "run.epochs must be an integer"),
+        ("data.batch_size=0", "data.batch_size must be >= 1"),
+        ("run.precision=fp8", "run.precision must be one of auto, fp32, bf16, fp16"),
+        ("model.name=resnet5", "model.name: unknown model 'resnet5'"),
+        ("data.name=imagenet", "data.name must be one of digits"),
+        ("nonsense=1", "unknown config key 'nonsense'"),
+        ("lr", "--set expects key.sub=value"),
+    ],
+)
+def test_bad_keys_and_values_name_the_key_and_the_choices(assignment, message) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        resolve_config(assignments=[assignment])
+
+
+def test_config_files_use_the_safe_loader(tmp_path) -> None:
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("run: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        resolve_config(files=[evil])
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_config(files=[tmp_path / "missing.yaml"])
+
+
+def test_assignment_values_are_typed() -> None:
+    assert parse_assignment("schedule.milestones=[10, 20]") == {"schedule": {"milestones": [10, 20]}}
+    assert parse_assignment("run.compile=true") == {"run": {"compile": True}}
+    assert parse_assignment("model.kwargs={gate_bias: -2}") == {"model": {"kwargs": {"gate_bias": -2}}}
+
+
+def test_he2016_recipe_and_its_schedule_at_the_milestones() -> None:
+    cfg = resolve_config("he2016-cifar", flags={"model": {"name": "resnet110"}})
+    assert (cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay, cfg.data.batch_size) == (
+        0.1,
+        0.9,
+        1e-4,
+        128,
+    )
+    assert cfg.run.max_steps == 64000
+    lr = LrSchedule(cfg.schedule, 64000, 390)
+    # He et al. §4.2: 0.01 for the first 400 iterations (110 layers), 0.1, ÷10 at 32k and 48k.
+    values = {t: cfg.optim.lr * lr(t) for t in (0, 399, 400, 31999, 32000, 47999, 48000, 63999)}
+    assert values == pytest.approx(
+        {0: 0.01, 399: 0.01, 400: 0.1, 31999: 0.1, 32000: 0.01, 47999: 0.01, 48000: 0.001, 63999: 0.001}
+    )
+    shallow = resolve_config("he2016-cifar")  # resnet20: no warm-up
+    assert LrSchedule(shallow.schedule, 64000, 390)(0) == 1.0
+
+
+def test_densenet_recipe_divides_at_half_and_three_quarters() -> None:
+    cfg = resolve_config("densenet-cifar")
+    assert cfg.data.batch_size == 64 and cfg.optim.nesterov and cfg.run.epochs == 300
+    per_epoch = 782
+    lr = LrSchedule(cfg.schedule, 300 * per_epoch, per_epoch)
+    assert [lr(e * per_epoch) for e in (0, 149, 150, 224, 225, 299)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01]
+    )
+
+
+def test_cosine_onecycle_and_linear_warmup_shapes() -> None:
+    cos = LrSchedule(ScheduleConfig(name="cosine", unit="step", warmup=10, warmup_factor=0.0), 110, 10)
+    assert cos(0) == 0.0 and cos(5) == pytest.approx(0.5) and cos(10) == pytest.approx(1.0)
+    assert cos(60) == pytest.approx(0.5) and cos(110) == pytest.approx(0.0)
+    one = LrSchedule(
+        ScheduleConfig(name="onecycle", unit="fraction", warmup=0.25, warmup_factor=0.04), 100, 10
+    )
+    assert one(0) == pytest.approx(0.04) and one(25) == pytest.approx(1.0) and one(100) == pytest.approx(0.0)

@@ -1,0 +1,229 @@
+"""Training end to end: the run directory, exact resume, divergence, interrupts, eval/predict/plot, CLI errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from formats import write_mnist
+from PIL import Image
+
+import resnets
+from resnets.cli import main
+from resnets.errors import ConfigError
+from resnets.train.checkpoint import load_checkpoint, load_weights
+from resnets.train.engine import TrainingDiverged, TrainingInterrupted, pick_precision, train
+
+SHORT = {"model": {"name": "resnet20"}, "data": {"batch_size": 64}, "run": {"epochs": 2, "quiet": True}}
+
+
+def _cfg(out: Path, **sections) -> dict:
+    cfg = {k: dict(v) for k, v in SHORT.items()}
+    for section, values in sections.items():
+        cfg.setdefault(section, {}).update(values)
+    cfg["run"]["out"] = str(out)
+    return cfg
+
+
+@pytest.mark.slow
+def test_default_command_trains_digits_to_97_percent_and_writes_the_run_directory(tmp_path) -> None:
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "resnets", "train", "--out", str(run)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "epoch  15/15" in proc.stdout and f"run directory: {run}" in proc.stdout
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["test_accuracy"] >= 0.97
+    for key in (
+        "test_accuracy",
+        "test_loss",
+        "train_accuracy",
+        "train_loss",
+        "epochs",
+        "steps",
+        "wall_seconds",
+        "images_per_second",
+    ):
+        assert key in summary
+    assert summary["epochs"] == 15 and summary["steps"] == 15 * (1437 // 64)
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "model.safetensors",
+        "summary.json",
+        "plots/curves.png",
+        "checkpoints/last/weights.safetensors",
+        "checkpoints/last/state.pt",
+        "checkpoints/best/weights.safetensors",
+    ):
+        assert (run / name).is_file(), name
+    assert list(run.glob("events.out.tfevents.*"))
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {r["split"] for r in records} >= {"train", "test", "train_step"}
+    assert resnets.resolve_config(files=[run / "config.yaml"]).model.name == "resnet20"  # enough to rerun it
+    _, meta = load_weights(run / "model.safetensors")
+    assert meta.model == "resnet20" and meta.input_size == [1, 8, 8] and meta.classes[3] == "3"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "auto"])
+def test_resume_mid_epoch_is_bit_identical(tmp_path, precision) -> None:
+    extra = {
+        "run": {"precision": precision, "epochs": 3},
+        "optim": {"ema_decay": 0.9, "label_smoothing": 0.1},
+    }
+    straight = train(_cfg(tmp_path / "a", **extra))
+    with pytest.raises(TrainingInterrupted, match="Resume with: resnets train --resume"):
+        train(_cfg(tmp_path / "b", **extra), stop_after_steps=30)  # 22 steps per epoch: mid-epoch 2
+    _, state = load_checkpoint(tmp_path / "b" / "checkpoints" / "last")
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (30, 1, 8)
+    resumed = train(resume=tmp_path / "b")
+    a, _ = load_weights(tmp_path / "a" / "model.safetensors")
+    b, _ = load_weights(tmp_path / "b" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for key in ("test_accuracy", "test_loss", "train_loss", "train_accuracy", "steps"):
+        assert straight.summary[key] == resumed.summary[key], key
+
+
+def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path) -> None:
+    # Fine for one epoch, then the lr jumps by 10^6.
+    cfg = _cfg(
+        tmp_path / "r", schedule={"name": "multistep", "milestones": [1], "gamma": 1e6}, run={"log_every": 5}
+    )
+    with pytest.raises(TrainingDiverged, match="became NaN or infinite.*last good checkpoint.*--lr"):
+        train(cfg)
+    weights, state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last")
+    assert state["step"] == 22 and all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_optimizer_options_train(tmp_path) -> None:
+    for i, optim in enumerate(
+        [
+            {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05, "no_decay_norm_bias": True},
+            {"name": "sgd", "nesterov": False, "grad_clip": 1.0, "label_smoothing": 0.1},
+        ]
+    ):
+        result = train(_cfg(tmp_path / str(i), optim=optim, schedule={"name": "onecycle"}, run={"epochs": 1}))
+        assert result.summary["test_accuracy"] > 0.2  # learns something in 22 steps
+
+
+def test_fp16_on_cpu_is_refused_and_auto_picks_a_real_precision() -> None:
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        pick_precision("fp16", torch.device("cpu"))
+    assert pick_precision("auto", torch.device("cpu")) in ("bf16", "fp32")
+
+
+def test_mlp_on_mnist_format_and_eval_command(tmp_path, capsys) -> None:
+    write_mnist(tmp_path / "data", n_train=128, n_test=32)
+    run = tmp_path / "mlp"
+    result = train(
+        {
+            "model": {"name": "highway_mlp", "kwargs": {"depth": 4}},
+            "data": {"name": "mnist", "data_dir": str(tmp_path / "data"), "batch_size": 32},
+            "run": {"epochs": 1, "out": str(run), "quiet": True},
+        }
+    )
+    assert result.summary["steps"] == 4
+    assert main(["eval", str(run), "--data-dir", str(tmp_path / "data")]) == 0
+    out = capsys.readouterr().out
+    assert '"dataset": "mnist"' in out and (run / "eval_mnist.json").is_file()
+    saved = json.loads((run / "eval_mnist.json").read_text())
+    assert len(saved["confusion_matrix"]) == 10 and saved["count"] == 32
+
+
+def test_imagefolder_training_predict_and_plot(tmp_path, capsys) -> None:
+    rng = np.random.default_rng(0)
+    for cls, value in (("dark", 40), ("light", 215)):
+        for i in range(12):
+            img = np.clip(rng.normal(value, 20, size=(12, 12, 3)), 0, 255).astype(np.uint8)
+            (tmp_path / "imgs" / cls).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(tmp_path / "imgs" / cls / f"{i}.png")
+    run = tmp_path / "run"
+    train(
+        {
+            "model": {"name": "resnet20"},
+            "data": {"name": f"imagefolder:{tmp_path / 'imgs'}", "batch_size": 8},
+            "run": {"epochs": 3, "out": str(run), "quiet": True},
+            "optim": {"lr": 0.05},
+        }
+    )
+    # predict resizes and converts: a big grayscale image works for an RGB 12×12 model.
+    probe = tmp_path / "probe.png"
+    Image.fromarray(np.full((40, 30), 230, np.uint8)).save(probe)
+    assert main(["predict", str(run), str(probe), "--top-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == str(probe) and len(lines) == 3 and lines[1].strip().endswith(("light", "dark"))
+    probs = [float(line.split("%")[0]) for line in lines[1:]]
+    assert sum(probs) == pytest.approx(100, abs=0.1)
+    assert main(["plot", str(run), str(run), "--out", str(tmp_path / "both.png")]) == 0
+    with Image.open(tmp_path / "both.png") as im:
+        assert im.size[0] > 500
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--model", "resnet5"], "unknown model 'resnet5'. Did you mean"),
+        (["train", "--data", "cifar10", "--data-dir", "{tmp}"], "cifar10 not found in"),
+        (["train", "--set", "optim.foo=1"], "unknown config key 'optim.foo'"),
+        (["train", "--resume", "{tmp}"], "is not a run directory"),
+        (["eval", "{tmp}/evil.pt"], "pickle-based PyTorch file"),
+        (["predict", "{tmp}/missing", "x.png"], "does not exist"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(tmp_path, capsys, argv, message) -> None:
+    torch.save({"w": torch.zeros(1)}, tmp_path / "evil.pt")
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_existing_run_is_not_overwritten(tmp_path, capsys) -> None:
+    train(_cfg(tmp_path / "r", run={"epochs": 1}))
+    assert main(["train", "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    assert "already holds a run; resume it with --resume" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path) -> None:
+    run = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "resnets",
+        "train",
+        "--out",
+        str(run),
+        "--epochs",
+        "40",
+        "--set",
+        "run.log_every=1",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "metrics.jsonl").exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "checkpoint saved" in err and "--resume" in err
+    _, state = load_checkpoint(run / "checkpoints" / "last")
+    assert 0 < state["step"] < 40 * 22
+    done = subprocess.run(
+        [sys.executable, "-m", "resnets", "train", "--resume", str(run), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ},
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads((run / "summary.json").read_text())["steps"] == 40 * 22
