@@ -8,7 +8,7 @@ from resnets.data import Augment, Normalize, random_crop_flip
 
 def _candidates(image: torch.Tensor, pad: int, flip: bool) -> list[torch.Tensor]:
     """Every crop (and mirrored crop) of the zero-padded image: the independent definition."""
-    c, h, w = image.shape
+    _, h, w = image.shape
     padded = F.pad(image, (pad, pad, pad, pad))
     crops = [padded[:, dy : dy + h, dx : dx + w] for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)]
     return crops + [crop.flip(-1) for crop in crops] if flip else crops

@@ -1,6 +1,7 @@
 """Weights and checkpoints: safe formats, atomic writes, clear errors on hostile or broken files."""
 
 import os
+from pathlib import Path
 import pickle
 
 import pytest
@@ -43,7 +44,7 @@ def test_pickle_that_would_run_code_is_refused(tmp_path) -> None:
     marker = tmp_path / "pwned"
     evil_pt = tmp_path / "evil.pt"
     torch.save({"w": torch.zeros(1), "x": _Evil(str(marker))}, evil_pt)
-    with pytest.raises(CheckpointError, match="pickle-based PyTorch file.*convert it once"):
+    with pytest.raises(CheckpointError, match=r"pickle-based PyTorch file.*convert it once"):
         load_weights(evil_pt)
     with pytest.raises(CheckpointError, match="could not be loaded safely"):
         load_state(evil_pt)
@@ -72,7 +73,7 @@ def test_a_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypat
     save_checkpoint(folder, _weights(1.0), {"step": 1})
 
     def crash(state, path):  # write half a file, then die as a killed process would
-        open(path, "wb").write(b"PK\x03\x04 partial")
+        Path(path).write_bytes(b"PK\x03\x04 partial")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(ckpt.torch, "save", crash)

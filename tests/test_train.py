@@ -1,4 +1,4 @@
-"""Training end to end: the run directory, exact resume, divergence, interrupts, eval/predict/plot, CLI errors."""
+"""Training end to end: run directory, exact resume, divergence, interrupts, eval, predict, plot, CLI errors."""
 
 import json
 import os
@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from formats import write_mnist
 from PIL import Image
 
 import resnets
+from formats import write_mnist
 from resnets.cli import main
 from resnets.errors import ConfigError
 from resnets.train.checkpoint import load_checkpoint, load_weights
@@ -99,7 +99,7 @@ def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_
     cfg = _cfg(
         tmp_path / "r", schedule={"name": "multistep", "milestones": [1], "gamma": 1e6}, run={"log_every": 5}
     )
-    with pytest.raises(TrainingDiverged, match="became NaN or infinite.*last good checkpoint.*--lr"):
+    with pytest.raises(TrainingDiverged, match=r"became NaN or infinite.*last good checkpoint.*--lr"):
         train(cfg)
     weights, state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last")
     assert state["step"] == 22 and all(torch.isfinite(w).all() for w in weights.values())
