@@ -1,8 +1,8 @@
 """Weights and checkpoints: safe formats, atomic writes, clear errors on hostile or broken files."""
 
 import os
-from pathlib import Path
 import pickle
+from pathlib import Path
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Training end to end: run directory, exact resume, divergence, interrupts, eval, predict, plot, CLI errors."""
+"""Training end to end: run directory, exact resume, divergence, Ctrl-C, eval, predict, plot, CLI errors."""
 
 import json
 import os
