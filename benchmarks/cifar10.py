@@ -22,7 +22,9 @@ from resnets.train.engine import pick_precision
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data-dir", default="../shared/data")
     parser.add_argument("--model", default="resnet20")
     parser.add_argument("--epochs", type=int, default=5)
@@ -34,23 +36,38 @@ def main() -> None:
     out = args.out or tempfile.mkdtemp(prefix="resnets-cifar10-")
     cfg = resnets.resolve_config(
         "he2016-cifar",
-        flags={"model": {"name": args.model}, "data": {"data_dir": args.data_dir},
-               "run": {"epochs": args.epochs, "max_steps": None, "precision": args.precision,
-                       "seed": args.seed, "out": out}},
+        flags={
+            "model": {"name": args.model},
+            "data": {"data_dir": args.data_dir},
+            "run": {
+                "epochs": args.epochs,
+                "max_steps": None,
+                "precision": args.precision,
+                "seed": args.seed,
+                "out": out,
+            },
+        },
         assignments=["schedule.unit=fraction", "schedule.milestones=[0.5, 0.75]"],
     )
     result = resnets.train(cfg)
     s = result.summary
-    precision = pick_precision(args.precision, torch.device("cpu" if not torch.cuda.is_available() else "cuda"))
+    precision = pick_precision(
+        args.precision, torch.device("cpu" if not torch.cuda.is_available() else "cuda")
+    )
     print()
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, precision {precision}, device {s['device']}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, precision {precision}, device {s['device']}"
+    )
     print(f"recipe: he2016-cifar shortened to {args.epochs} epochs ({s['steps']} steps; paper: 64,000 steps)")
     print()
     print("| model | epochs | steps | test accuracy | test error | minutes | train img/s |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    print(f"| {args.model} | {s['epochs']} | {s['steps']} | {100 * s['test_accuracy']:.2f}% | "
-          f"{100 * (1 - s['test_accuracy']):.2f}% | {s['wall_seconds'] / 60:.1f} | {s['images_per_second']:.0f} |")
+    print(
+        f"| {args.model} | {s['epochs']} | {s['steps']} | {100 * s['test_accuracy']:.2f}% | "
+        f"{100 * (1 - s['test_accuracy']):.2f}% | {s['wall_seconds'] / 60:.1f} | "
+        f"{s['images_per_second']:.0f} |"
+    )
     print()
     print("per epoch (from metrics.jsonl):")
     print("| epoch | train loss | train acc | test loss | test acc |")
@@ -59,8 +76,10 @@ def main() -> None:
     train = {r["epoch"]: r for r in records if r["split"] == "train"}
     test = {r["epoch"]: r for r in records if r["split"] == "test"}
     for e in sorted(test):
-        print(f"| {e} | {train[e]['loss']:.3f} | {100 * train[e]['accuracy']:.2f}% | {test[e]['loss']:.3f} | "
-              f"{100 * test[e]['accuracy']:.2f}% |")
+        print(
+            f"| {e} | {train[e]['loss']:.3f} | {100 * train[e]['accuracy']:.2f}% | {test[e]['loss']:.3f} | "
+            f"{100 * test[e]['accuracy']:.2f}% |"
+        )
     print(f"\nrun directory: {out}")
 
 

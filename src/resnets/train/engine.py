@@ -474,8 +474,9 @@ class Trainer:
                     )
                     if bar is not None:
                         acc = int(meter.top1) / max(1, meter.count)
-                        bar.set_postfix(loss=f"{value:.3f}", acc=f"{acc:.3f}", lr=f"{lr:.3g}",
-                                        img_s=f"{rate:.0f}")
+                        bar.set_postfix(
+                            loss=f"{value:.3f}", acc=f"{acc:.3f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}"
+                        )
                 if self.stop_requested or (
                     self.stop_after_steps is not None and self.step >= self.stop_after_steps
                 ):
