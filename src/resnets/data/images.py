@@ -62,6 +62,6 @@ def load_image_tensor(path: Path, channels: int, size: tuple[int, int] | None) -
     img = to_mode(open_image(path), channels)
     if size is not None and img.size != (size[1], size[0]):
         img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-    arr = np.asarray(img, dtype=np.uint8)
+    arr = np.array(img, dtype=np.uint8)  # a writable copy: torch must not alias PIL's buffer
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
     return torch.from_numpy(np.ascontiguousarray(arr))
