@@ -104,7 +104,7 @@ def _flags_to_layer(args: argparse.Namespace) -> dict:
 def cmd_train(args: argparse.Namespace) -> int:
     """`resnets train`: resolve the config (recipe, files, flags, --set) and train."""
     from resnets.train.config import resolve_config
-    from resnets.train.engine import train
+    from resnets.train.engine import SUMMARY_KEYS, train
 
     if args.resume:
         result = train(resume=args.resume)
@@ -112,24 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = resolve_config(args.recipe, args.config or [], _flags_to_layer(args), args.set or [])
         result = train(cfg)
     s = result.summary
-    print(
-        json.dumps(
-            {
-                k: s[k]
-                for k in (
-                    "test_accuracy",
-                    "test_loss",
-                    "train_accuracy",
-                    "train_loss",
-                    "epochs",
-                    "steps",
-                    "wall_seconds",
-                    "images_per_second",
-                )
-            },
-            indent=1,
-        )
-    )
+    print(json.dumps({k: s[k] for k in SUMMARY_KEYS}, indent=1))
     print(f"run directory: {result.run_dir}")
     return 0
 

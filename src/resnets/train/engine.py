@@ -50,6 +50,17 @@ from resnets.train.metrics import ClassificationMeter
 from resnets.train.optim import LrSchedule, build_ema, build_optimizer, build_scheduler
 
 LAST, BEST = "last", "best"
+# The numbers every summary.json holds (DESIGN.md), first among its other fields.
+SUMMARY_KEYS = (
+    "test_accuracy",
+    "test_loss",
+    "train_accuracy",
+    "train_loss",
+    "epochs",
+    "steps",
+    "wall_seconds",
+    "images_per_second",
+)
 
 
 class TrainingDiverged(ResnetsError):
