@@ -47,7 +47,6 @@ def main() -> None:
                 "out": out,
             },
         },
-        assignments=["schedule.unit=fraction", "schedule.milestones=[0.5, 0.75]"],
     )
     result = resnets.train(cfg)
     s = result.summary

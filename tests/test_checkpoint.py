@@ -116,3 +116,13 @@ def test_a_safetensors_header_length_that_looks_like_a_pickle_marker_loads(tmp_p
         pytest.skip("could not build such a header")
     tensors, meta = load_weights(path)
     assert torch.equal(tensors["a"], _weights(1.0)["a"]) and meta.model == "resnet20"
+
+
+def test_metadata_cannot_make_load_model_allocate(tmp_path) -> None:
+    import resnets
+
+    # A tiny file whose metadata describes a huge fully connected net: refused before any allocation.
+    meta = ModelMeta("skipnet", 10, 1, [1, 28, 28], [0.5], [0.2], ["x"] * 10, model_kwargs={"width": 200_000})
+    save_weights(tmp_path / "bomb.safetensors", {"head.weight": torch.zeros(10, 2)}, meta)
+    with pytest.raises(CheckpointError, match="does not match a skipnet"):
+        resnets.load_model(tmp_path / "bomb.safetensors")

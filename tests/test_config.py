@@ -94,3 +94,40 @@ def test_cosine_onecycle_and_linear_warmup_shapes() -> None:
         ScheduleConfig(name="onecycle", unit="fraction", warmup=0.25, warmup_factor=0.04), 100, 10
     )
     assert one(0) == pytest.approx(0.04) and one(25) == pytest.approx(1.0) and one(100) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [
+        ("run.checkpoint_every=0", "run.checkpoint_every must be >= 1"),
+        ("data.eval_batch_size=0", "data.eval_batch_size must be >= 1"),
+        ("data.workers=-1", "data.workers must be >= 0"),
+        ("optim.momentum=5", "optim.momentum must be in [0, 1)"),
+        ("optim.weight_decay=-1", "optim.weight_decay must be >= 0"),
+        ("optim.grad_clip=-1", "optim.grad_clip must be > 0"),
+        ("schedule.gamma=-1", "schedule.gamma must be > 0"),
+        ("schedule.milestones=[-5]", "schedule.milestones must be >= 0"),
+        ("run.device=tpu", "run.device must be auto, cpu, cuda or cuda:N"),
+        ("model.kwargs={foo: 1}", "model.kwargs {'foo': 1} do not fit resnet20"),
+        ("model.kwargs={num_classes: 3}", "model.kwargs cannot set num_classes"),
+    ],
+)
+def test_out_of_range_values_are_refused_up_front(assignment, message) -> None:
+    with pytest.raises(ConfigError) as err:
+        resolve_config(assignments=[assignment])
+    assert message in str(err.value)
+
+
+def test_exponent_floats_recipe_flag_precedence_and_kwargs_merge(tmp_path) -> None:
+    assert resolve_config(assignments=["optim.lr=1e-3"]).optim.lr == 0.001
+    f = tmp_path / "c.yaml"
+    f.write_text("recipe: quick\noptim: {lr: 5e-4}\nmodel: {name: skipnet, kwargs: {depth: 4, width: 32}}\n")
+    cfg = resolve_config("he2016-cifar", [f], {}, ["model.kwargs.width=64"])
+    assert cfg.recipe == "he2016-cifar"  # --recipe is a flag: it sits above the file
+    assert cfg.optim.lr == 0.0005 and cfg.model.kwargs == {"depth": 4, "width": 64}
+
+
+def test_shortened_he2016_run_still_decays() -> None:
+    cfg = resolve_config("he2016-cifar", flags={"run": {"epochs": 5, "max_steps": None}})
+    lr = LrSchedule(cfg.schedule, 5 * 390, 390)
+    assert [lr(0), lr(975), lr(1463)] == pytest.approx([1.0, 0.1, 0.01])

@@ -17,7 +17,7 @@ from formats import (
     write_mnist,
 )
 from resnets.data import load_dataset
-from resnets.data.formats import read_idx
+from resnets.data.formats import read_cifar_python, read_idx
 from resnets.errors import DataError
 
 
@@ -254,3 +254,64 @@ def test_digits_fixed_stratified_split_and_val_hold_out() -> None:
 def test_unknown_dataset_lists_the_choices() -> None:
     with pytest.raises(DataError, match="choose one of digits, cifar10"):
         load_dataset("imagenet")
+
+
+def test_cifar_labels_out_of_range_are_refused(tmp_path) -> None:
+    write_cifar10(tmp_path, "bin")
+    path = tmp_path / "cifar-10-batches-bin" / "data_batch_2.bin"
+    raw = bytearray(path.read_bytes())
+    raw[0] = 12
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"train labels must lie in 0…9, found 12"):
+        load_dataset("cifar10", data_dir=str(tmp_path))
+
+
+def test_python2_style_cifar_pickles_with_bytes_keys(tmp_path) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    imgs = random_images(3, (3, 32, 32))
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": imgs.reshape(3, -1), b"labels": [1, 2, 3], b"batch_label": b"x"}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    assert load_dataset("cifar10", data_dir=str(tmp_path)).test.labels.tolist() == [1, 2, 3]
+
+
+def test_pickled_array_shells_that_would_allocate_are_refused(tmp_path) -> None:
+    from numpy._core.multiarray import _reconstruct
+
+    class Shell:
+        def __init__(self, shape, dtype):
+            self.args = (np.ndarray, shape, np.dtype(dtype))
+
+        def __reduce__(self):
+            return (_reconstruct, self.args)
+
+    path = tmp_path / "batch"
+    path.write_bytes(pickle.dumps({"data": Shell((2**26,), "u1"), "labels": []}, protocol=2))
+    with pytest.raises(DataError, match="refusing an array shell"):
+        read_cifar_python(path)
+    path.write_bytes(pickle.dumps({"data": Shell((0,), "O"), "labels": []}, protocol=2))
+    with pytest.raises(DataError, match="refusing an object array"):
+        read_cifar_python(path)
+
+
+def test_idx_header_claiming_more_than_the_file_holds(tmp_path) -> None:
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 8, 3]) + (1000).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2)
+    with pytest.raises(DataError, match=r"truncated \(header claims 784,000 bytes"):
+        read_idx(path)
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ({"only/0.png", "only/1.png"}, "classification needs at least 2"),
+        ({"a/0.png", "b/0.png"}, "each class needs at least 2 readable images"),
+        ({"train/a/0.png", "train/b/0.png"}, "found train/ but no val/ or test/"),
+    ],
+)
+def test_image_folders_that_make_no_classification_problem(tmp_path, layout, message) -> None:
+    for rel in layout:
+        _png(tmp_path / rel, random_images(1, (4, 4, 3))[0])
+    with pytest.raises(DataError, match=message):
+        load_dataset(f"imagefolder:{tmp_path}")

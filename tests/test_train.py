@@ -227,3 +227,100 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads((run / "summary.json").read_text())["steps"] == 40 * 22
+
+
+def test_resume_at_an_epoch_boundary_and_a_finished_run(tmp_path) -> None:
+    train(_cfg(tmp_path / "a"))
+    with pytest.raises(TrainingInterrupted):
+        train(_cfg(tmp_path / "b"), stop_after_steps=22)  # exactly the end of epoch 1
+    train(resume=tmp_path / "b")
+    a, _ = load_weights(tmp_path / "a" / "model.safetensors")
+    b, _ = load_weights(tmp_path / "b" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    before = (tmp_path / "b" / "summary.json").read_text()
+    with pytest.raises(ConfigError, match="has already finished"):
+        train(resume=tmp_path / "b")
+    assert (tmp_path / "b" / "summary.json").read_text() == before
+
+
+def test_tensorboard_and_metrics_keep_every_step_across_a_resume(tmp_path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = _cfg(tmp_path / "r", run={"log_every": 11})
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, stop_after_steps=22)
+    train(resume=tmp_path / "r")
+    events = EventAccumulator(str(tmp_path / "r"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("test/accuracy")] == [22, 44]
+    assert [e.step for e in events.Scalars("train_step/loss")] == [11, 22, 33, 44]
+    records = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["split"] == "test"] == [22, 44]
+
+
+def test_logged_lr_is_the_one_the_step_used(tmp_path) -> None:
+    # quick: one epoch of linear warm-up from 0.1·lr, so step 1 ran at 0.01.
+    train(_cfg(tmp_path / "r", run={"log_every": 1, "epochs": 1}))
+    first = json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["step"] == 1 and first["lr"] == pytest.approx(0.01)
+
+
+def test_a_stop_after_divergence_keeps_the_good_checkpoint(tmp_path) -> None:
+    cfg = _cfg(
+        tmp_path / "r",
+        schedule={"name": "multistep", "milestones": [1], "gamma": 1e6},
+        run={"log_every": 100},
+    )
+    with pytest.raises(TrainingDiverged):
+        train(cfg, stop_after_steps=30)  # NaN after step 22, not yet seen at a log interval
+    weights, state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last")
+    assert state["step"] == 22 and all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_streaming_image_folder_trains_and_eval_uses_the_runs_split(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    for cls, value in (("a", 60), ("b", 190)):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(10):
+            img = np.clip(rng.normal(value, 30, size=(10, 14, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(tmp_path / "imgs" / cls / f"{i}.png")
+    run = tmp_path / "run"
+    result = train(
+        {
+            "model": {"name": "resnet20"},
+            "data": {
+                "name": f"imagefolder:{tmp_path / 'imgs'}",
+                "batch_size": 4,
+                "max_in_memory_mb": 0,
+                "workers": 0,
+            },
+            "run": {"epochs": 1, "out": str(run), "quiet": True, "seed": 3},
+        }
+    )
+    assert result.summary["steps"] == 4  # 16 training images streamed in batches of 4
+    metrics = resnets.evaluate(run)  # the seed-3 split again, at the run's 10×14 size
+    assert metrics["count"] == 4 and metrics["accuracy"] == result.summary["test_accuracy"]
+
+
+def test_build_optimizer_groups_and_types() -> None:
+    from resnets.train.config import OptimConfig
+    from resnets.train.optim import build_optimizer
+
+    model = resnets.create_model("resnet20")
+    adamw = build_optimizer(
+        model, OptimConfig(name="adamw", lr=1e-3, weight_decay=0.05, no_decay_norm_bias=True)
+    )
+    assert isinstance(adamw, torch.optim.AdamW)
+    decay, no_decay = adamw.param_groups
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    sgd = build_optimizer(model, OptimConfig(nesterov=True, momentum=0.9))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["nesterov"] and len(sgd.param_groups) == 1
+
+
+def test_resume_refuses_other_flags_and_top_k_is_checked(tmp_path, capsys) -> None:
+    assert main(["train", "--resume", str(tmp_path), "--lr", "0.5"]) == 2
+    assert "--resume continues the run exactly as its config.yaml says; drop --lr" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["predict", str(tmp_path), "x.png", "--top-k", "0"])

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from resnets.errors import ResnetsError
+from resnets.errors import ConfigError, ResnetsError
 from resnets.info import ModelInfo, model_info
 from resnets.registry import list_models
 
@@ -107,7 +107,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     from resnets.train.engine import SUMMARY_KEYS, train
 
     if args.resume:
-        result = train(resume=args.resume)
+        given = [
+            f"--{k.replace('_', '-')}"
+            for k in _TRAIN_FLAGS
+            if k != "quiet" and getattr(args, k, None) is not None
+        ]
+        given += (
+            ["--config"] * bool(args.config) + ["--set"] * bool(args.set) + ["--recipe"] * bool(args.recipe)
+        )
+        if given:
+            raise ConfigError(
+                f"--resume continues the run exactly as its config.yaml says; drop {', '.join(given)} "
+                "(or start a new run with them)"
+            )
+        result = train(resume=args.resume, quiet=args.quiet)
     else:
         cfg = resolve_config(args.recipe, args.config or [], _flags_to_layer(args), args.set or [])
         result = train(cfg)
@@ -150,6 +163,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
     out = args.out or str(Path(args.runs[0]) / "plots" / "curves.png")
     print(f"wrote {plot_runs(args.runs, out)}")
     return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="classify image files with a saved model")
     pr.add_argument("path", help="run directory or model .safetensors file")
     pr.add_argument("images", nargs="+", help="image files")
-    pr.add_argument("--top-k", type=int, default=5)
+    pr.add_argument("--top-k", type=_positive_int, default=5, help="how many classes to show")
     pr.set_defaults(func=cmd_predict)
 
     pl = sub.add_parser("plot", help="draw loss and error curves of runs (train dashed, test solid)")
@@ -219,9 +239,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"error: {err}", file=sys.stderr)
         return 130 if isinstance(err, TrainingInterrupted) else 2
-    except KeyError as err:  # unknown model names come from the registry as KeyError
-        print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
-        return 2
 
 
 if __name__ == "__main__":

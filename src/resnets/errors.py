@@ -2,7 +2,15 @@
 
 
 class ResnetsError(Exception):
-    """Base class; the command line prints these as `error: …` and exits with status 2."""
+    """Base class; the command line prints these as `error: …` and exits with status 2 (130 for an
+    interrupted run)."""
+
+
+class UnknownModelError(ResnetsError, KeyError):
+    """No model is registered under the name (the message lists the closest names)."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
 
 
 class DataError(ResnetsError, ValueError):

@@ -37,11 +37,23 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
     kwargs = dict(meta.model_kwargs)
     if "input_size" in kwargs:
         kwargs["input_size"] = tuple(kwargs["input_size"])
-    model = create_model(meta.model, num_classes=meta.num_classes, in_chans=meta.in_chans, **kwargs)
+    # Build on the meta device first: the metadata is the file author's word, and a model it describes
+    # must match the file's tensors before any memory is allocated for it.
     try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(f"{file} does not match a {meta.model}: {str(err).splitlines()[0]}") from None
+        with torch.device("meta"):
+            model = create_model(meta.model, num_classes=meta.num_classes, in_chans=meta.in_chans, **kwargs)
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{file}: its metadata does not describe a buildable model ({err})") from None
+    expected = model.state_dict()
+    mismatched = sorted(set(expected) ^ set(weights)) or [
+        k for k, v in expected.items() if tuple(v.shape) != tuple(weights[k].shape)
+    ]
+    if mismatched:
+        raise CheckpointError(
+            f"{file} does not match a {meta.model} as its metadata describes (first mismatched key: "
+            f"{mismatched[0]!r}); the file is corrupt or was written by something else"
+        )
+    model.load_state_dict(weights, strict=True, assign=True)
     model.meta = meta  # type: ignore[assignment]
     return model.to(device).eval()
 
@@ -60,11 +72,20 @@ def evaluate(
     model = load_model(path, dev)
     meta: ModelMeta = model.meta  # type: ignore[assignment]
     name = data or meta.dataset or "digits"
-    splits = load_dataset(name, data_dir=data_dir)
+    # The run's seed chose an image folder's train/test split, and its input size the image size:
+    # evaluate on that same held-out split, at that size.
+    _, h, w = meta.input_size
+    size = h if name.startswith("imagefolder:") and h == w else None
+    splits = load_dataset(name, data_dir=data_dir, seed=meta.data_seed, image_size=size)
     if splits.num_classes != meta.num_classes or splits.image_shape[0] != meta.in_chans:
         raise CheckpointError(
             f"the model has {meta.num_classes} classes and {meta.in_chans} input channels, but {name} has "
             f"{splits.num_classes} classes and {splits.image_shape[0]} channels"
+        )
+    if "input_size" in meta.model_kwargs and list(splits.image_shape) != list(meta.input_size):
+        raise CheckpointError(
+            f"this fully connected model takes {meta.input_size} inputs, "
+            f"but {name} has {list(splits.image_shape)}"
         )
     batches = Batches(splits.test, batch_size, shuffle=False, drop_last=False, device=dev)
     normalize = Normalize(meta.mean, meta.std).to(dev)
@@ -86,6 +107,8 @@ class Prediction:
 def predict(path: str | Path, images: Sequence[str | Path], top_k: int = 5) -> list[Prediction]:
     """Classify image files with the preprocessing stored beside the weights: converted to the model's
     channels, resized to its input size, normalised with its training statistics."""
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
     model = load_model(path)
     meta: ModelMeta = model.meta  # type: ignore[assignment]
     c, h, w = meta.input_size

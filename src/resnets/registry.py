@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from resnets.errors import UnknownModelError
+
 SKIP_KINDS = ("none", "identity", "projection", "gated", "dense")
 """Every kind of skip the library builds; see DESIGN.md "The skip, as one idea"."""
 
@@ -82,7 +84,7 @@ def get_spec(name: str) -> ModelSpec:
     except KeyError:
         close = difflib.get_close_matches(name, _REGISTRY, n=5, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise KeyError(
+        raise UnknownModelError(
             f"unknown model {name!r}.{hint} `resnets models` (or resnets.list_models()) lists them all."
         ) from None
 

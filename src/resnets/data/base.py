@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from resnets.errors import DataError
+
 
 @dataclass
 class ImageData:
@@ -93,6 +95,8 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float,
 def hold_out(data: ImageData, count: int, seed: int) -> tuple[ImageData, ImageData]:
     """Split off `count` images (a seeded random choice) as a validation set: (rest, held_out)."""
     if not 0 < count < len(data):
-        raise ValueError(f"val_split must be between 1 and {len(data) - 1} images, got {count}")
+        raise DataError(
+            f"--val-split must be between 1 and {len(data) - 1} (the training images), got {count}"
+        )
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     return data.subset(order[count:].sort().values), data.subset(order[:count].sort().values)

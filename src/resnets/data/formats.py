@@ -10,6 +10,7 @@ import gzip
 import io
 import pickle
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,9 @@ import numpy as np
 from resnets.errors import DataError
 
 CIFAR_IMAGE_BYTES = 3 * 32 * 32
-# Refuse IDX headers that claim more than this many bytes of data: a corrupt header must not allocate.
-MAX_IDX_BYTES = 2**33
+# Refuse IDX headers that claim more than this many bytes of data (MNIST's largest file is 47 MB):
+# a corrupt or hostile header must not make us allocate.
+MAX_IDX_BYTES = 2**30
 
 
 def read_cifar_binary(
@@ -37,8 +39,27 @@ def read_cifar_binary(
     return raw[:, label_bytes:].reshape(-1, 3, 32, 32).copy(), raw[:, label_index].astype(np.int64)
 
 
+def _safe_dtype(*args: object) -> np.dtype:
+    dtype = np.dtype(*args)  # type: ignore[call-overload]
+    if dtype.hasobject:
+        raise DataError("refusing an object array: a CIFAR batch holds only numbers")
+    return dtype
+
+
+def _checked_reconstruct(reconstruct: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    def safe(subtype: type, shape: object, dtype: object) -> np.ndarray:
+        # NumPy pickles an array as an empty shell of `shape` filled by __setstate__; CIFAR's shells
+        # are empty, so a large one can only be an attempt to allocate memory.
+        if subtype is not np.ndarray or int(np.prod(shape)) > 1024:  # type: ignore[call-overload]
+            raise DataError(f"refusing an array shell of shape {shape}: not how NumPy pickles a CIFAR batch")
+        return reconstruct(subtype, shape, _safe_dtype(dtype))
+
+    return safe
+
+
 class _ArrayOnlyUnpickler(pickle.Unpickler):
-    """Unpickles dicts, lists, strings, numbers and NumPy arrays; any other global is refused."""
+    """Unpickles dicts, lists, strings, numbers and NumPy numeric arrays as NumPy pickles them at
+    protocols 2–4 (as CIFAR's python batches are); any other global is refused."""
 
     ALLOWED = frozenset(
         {
@@ -51,7 +72,12 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
     )
 
     def find_class(self, module: str, name: str) -> object:
+        """Resolve only the allowed globals, the NumPy ones through checking wrappers."""
         if (module, name) in self.ALLOWED:
+            if name == "_reconstruct":
+                return _checked_reconstruct(super().find_class(module, name))
+            if name == "dtype":
+                return _safe_dtype
             return super().find_class(module, name)
         raise DataError(f"refusing to unpickle {module}.{name}: a CIFAR batch holds only arrays and lists")
 
@@ -80,10 +106,15 @@ def read_cifar_python(path: Path, label_key: str = "labels") -> tuple[np.ndarray
 
 def read_pickled_names(path: Path, key: str) -> list[str]:
     """Class names from a CIFAR python meta file (`batches.meta` or `meta`)."""
-    with open(path, "rb") as f:
-        meta = _ArrayOnlyUnpickler(f, encoding="latin1").load()
-    meta = {k.decode() if isinstance(k, bytes) else k: v for k, v in meta.items()}
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in meta[key]]
+    try:
+        with open(path, "rb") as f:
+            meta = _ArrayOnlyUnpickler(f, encoding="latin1").load()
+        meta = {k.decode() if isinstance(k, bytes) else k: v for k, v in meta.items()}
+        return [n.decode() if isinstance(n, bytes) else str(n) for n in meta[key]]
+    except DataError as err:
+        raise DataError(f"{path}: {err}") from None
+    except Exception as err:
+        raise DataError(f"{path}: not a readable CIFAR meta file ({type(err).__name__}: {err})") from None
 
 
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -104,6 +135,8 @@ def read_idx(path: Path) -> np.ndarray:
             expected = int(np.prod(dims, dtype=np.float64)) * dtype.itemsize
             if expected > MAX_IDX_BYTES:
                 raise DataError(f"{path}: header claims dimensions {dims} ({expected:,} bytes); refusing")
+            if opener is open and expected > path.stat().st_size:
+                raise DataError(f"{path}: truncated (header claims {expected:,} bytes of data)")
             data = _read_exact(f, expected, path)
             if f.read(1):
                 raise DataError(f"{path}: more data than the header's dimensions {dims}")

@@ -12,7 +12,6 @@ from PIL import Image, UnidentifiedImageError
 
 from resnets.errors import DataError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 MAX_PIXELS = 64_000_000  # larger images are refused as possible decompression bombs
 GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from resnets.data.base import ImageData
+from resnets.errors import DataError
 
 
 def epoch_generator(seed: int, epoch: int, batch: int | None = None) -> torch.Generator:
@@ -36,14 +37,14 @@ class Batches:
         workers: int = 0,
     ) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise DataError(f"batch_size must be >= 1, got {batch_size}")
         self.source, self.batch_size = source, batch_size
         self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
         self.device = torch.device(device)
         self.workers = workers
         self.size = len(source)  # type: ignore[arg-type]
         if drop_last and self.size < batch_size:
-            raise ValueError(
+            raise DataError(
                 f"batch_size {batch_size} is larger than the {self.size} training images; lower --batch-size"
             )
         if isinstance(source, ImageData):  # held on the device once, indexed per batch

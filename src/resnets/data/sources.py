@@ -166,6 +166,12 @@ def load_cifar(req: DataRequest, name: str) -> DatasetSplits:
             np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
         )
     classes = _cifar_classes(name, folder, binary)
+    for split, part in parts.items():
+        if int(part.labels.max()) >= len(classes) or int(part.labels.min()) < 0:
+            raise DataError(
+                f"{folder}: {split} labels must lie in 0…{len(classes) - 1}, found {int(part.labels.max())}; "
+                f"is this really {name}?"
+            )
     return _splits(name, parts["train"], parts["test"], classes, Augment(pad=4, flip=True), req)
 
 
@@ -289,6 +295,12 @@ def load_imagefolder(req: DataRequest, path: str) -> DatasetSplits:
         raise DataError(f"image folder {root} does not exist")
     test_dir = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
     notes: list[str] = []
+    if (root / "train").is_dir() != (test_dir is not None):
+        found = "train/ but no val/ or test/" if test_dir is None else f"{test_dir.name}/ but no train/"
+        raise DataError(
+            f"{root}: found {found}; give both, or put the class folders directly in {root} "
+            "to split them 80/20"
+        )
     if (root / "train").is_dir() and test_dir is not None:
         train_files, train_labels, classes = _scan(root / "train")
         test_files, test_labels, test_classes = _scan(test_dir)
@@ -327,6 +339,15 @@ def load_imagefolder(req: DataRequest, path: str) -> DatasetSplits:
         notes.append(f"skipped {len(bad)} unreadable file(s), e.g. {bad[0]}")
         train_files, train_labels = _drop(train_files, train_labels, good)
         test_files, test_labels = _drop(test_files, test_labels, good)
+    if len(classes) < 2:
+        raise DataError(
+            f"{root}: found {len(classes)} class folder(s) {classes}; classification needs at least 2"
+        )
+    if not train_files or not test_files:
+        raise DataError(
+            f"{root}: {len(train_files)} training and {len(test_files)} test images remain; each class needs "
+            "at least 2 readable images (one goes to the test split)"
+        )
     channels = 1 if all(g for g, _ in good.values()) else 3
     if req.image_size:
         size = (req.image_size, req.image_size)

@@ -47,6 +47,7 @@ class ModelMeta:
     classes: list[str]
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     dataset: str | None = None
+    data_seed: int = 0  # the seed of the run, which also chose an image folder's train/test split
 
     def to_json(self) -> str:
         """Compact JSON for the safetensors metadata."""

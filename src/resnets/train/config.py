@@ -29,12 +29,16 @@ WARMUP_MODES = ("linear", "constant")
 
 @dataclass
 class ModelConfig:
+    """Which network to build."""
+
     name: str = "resnet20"  # a name from `resnets models`
     kwargs: dict[str, Any] = field(default_factory=dict)  # builder options, e.g. {zero_init_last: true}
 
 
 @dataclass
 class DataConfig:
+    """Which dataset, where it is, and how batches are made."""
+
     name: str = "digits"  # digits | cifar10 | cifar100 | mnist | fashion-mnist | imagefolder:PATH
     data_dir: str | None = None  # where the dataset's files are ($RESNETS_DATA_DIR or ~/.cache/resnets/data)
     download: bool = False  # fetch the official archive (with its checksum) if missing
@@ -52,6 +56,8 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
+    """The optimizer and the loss's regularisers."""
+
     name: str = "sgd"  # sgd | adamw
     lr: float = 0.1
     momentum: float = 0.9  # SGD momentum
@@ -66,11 +72,14 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
+    """The learning rate as a function of the step."""
+
     name: str = "cosine"  # constant | multistep | cosine | onecycle
-    unit: str = "epoch"  # unit of milestones and warmup: epoch | step | fraction (of the whole run)
+    unit: str = "epoch"  # unit of milestones: epoch | step | fraction (of the whole run)
     milestones: list[float] = field(default_factory=list)  # multistep: where lr is multiplied by gamma
     gamma: float = 0.1
-    warmup: float = 0.0  # length of the warm-up, in `unit`
+    warmup: float = 0.0  # length of the warm-up, in `warmup_unit`
+    warmup_unit: str | None = None  # unit of warmup (default: `unit`)
     warmup_mode: str = "linear"  # linear ramp from warmup_factor·lr, or constant warmup_factor·lr
     warmup_factor: float = 0.1
     final_factor: float = 0.0  # cosine/onecycle: lr at the end, as a fraction of lr
@@ -78,6 +87,8 @@ class ScheduleConfig:
 
 @dataclass
 class RunConfig:
+    """How long, where and how the run executes, and where it is written."""
+
     epochs: int | None = 15  # None: as many as max_steps needs
     max_steps: int | None = None  # stop after this many optimizer steps
     seed: int = 0
@@ -93,6 +104,8 @@ class RunConfig:
 
 @dataclass
 class TrainConfig:
+    """Everything a training run needs; written to the run directory as config.yaml."""
+
     recipe: str = "quick"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -109,6 +122,7 @@ _CHOICES = {
     ("optim", "name"): OPTIMIZERS,
     ("schedule", "name"): SCHEDULES,
     ("schedule", "unit"): UNITS,
+    ("schedule", "warmup_unit"): (*UNITS, None),
     ("schedule", "warmup_mode"): WARMUP_MODES,
     ("run", "precision"): PRECISIONS,
 }
@@ -126,7 +140,7 @@ def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, 
     """`update` over `base`, recursively for nested mappings (except free-form `kwargs`)."""
     out = dict(base)
     for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and key != "kwargs":
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
@@ -196,6 +210,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if hint is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"{key} must be a number, got {value!r}")
     if hint is str:
         if isinstance(value, str):
@@ -251,10 +270,24 @@ def build_config(data: Mapping[str, Any]) -> TrainConfig:
         value = getattr(getattr(cfg, section), key)
         if value not in allowed:
             raise ConfigError(f"{section}.{key} must be one of {', '.join(allowed)}, got {value!r}")
+    o, d, s, r = cfg.optim, cfg.data, cfg.schedule, cfg.run
     checks = [
-        (cfg.data.batch_size >= 1, "data.batch_size must be >= 1"),
-        (cfg.data.val_split >= 0, "data.val_split must be >= 0"),
-        (cfg.optim.lr > 0, "optim.lr must be > 0"),
+        (d.batch_size >= 1, "data.batch_size must be >= 1"),
+        (d.eval_batch_size >= 1, "data.eval_batch_size must be >= 1"),
+        (d.val_split >= 0, "data.val_split must be >= 0"),
+        (d.workers >= 0, "data.workers must be >= 0"),
+        (d.crop_padding is None or d.crop_padding >= 0, "data.crop_padding must be >= 0"),
+        (d.image_size is None or d.image_size >= 1, "data.image_size must be >= 1"),
+        (o.lr > 0, "optim.lr must be > 0"),
+        (0 <= o.momentum < 1, "optim.momentum must be in [0, 1)"),
+        (all(0 <= b < 1 for b in o.betas), "optim.betas must be in [0, 1)"),
+        (o.weight_decay >= 0, "optim.weight_decay must be >= 0"),
+        (o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip must be > 0 (or null for none)"),
+        (s.gamma > 0, "schedule.gamma must be > 0"),
+        (s.warmup >= 0, "schedule.warmup must be >= 0"),
+        (all(m >= 0 for m in s.milestones), "schedule.milestones must be >= 0"),
+        (0 <= s.warmup_factor <= 1 and 0 <= s.final_factor <= 1, "schedule factors must be in [0, 1]"),
+        (r.checkpoint_every >= 1, "run.checkpoint_every must be >= 1"),
         (0 <= cfg.optim.label_smoothing < 1, "optim.label_smoothing must be in [0, 1)"),
         (cfg.optim.ema_decay is None or 0 < cfg.optim.ema_decay < 1, "optim.ema_decay must be in (0, 1)"),
         (cfg.run.epochs is not None or cfg.run.max_steps is not None, "set run.epochs or run.max_steps"),
@@ -270,14 +303,33 @@ def build_config(data: Mapping[str, Any]) -> TrainConfig:
 
 
 def _check_names(cfg: TrainConfig) -> None:
-    """Fail before any work on an unknown model or dataset name."""
+    """Fail before any work on an unknown model, model option, dataset name or device."""
+    import torch
+
     from resnets.data import DATASETS
-    from resnets.registry import get_spec
+    from resnets.registry import create_model, get_spec
 
     try:
         get_spec(cfg.model.name)
     except KeyError as err:
-        raise ConfigError(f"model.name: {err.args[0]}") from None
+        raise ConfigError(f"model.name: {err}") from None
+    reserved = {"num_classes", "in_chans"} & set(cfg.model.kwargs)
+    if reserved:
+        raise ConfigError(
+            f"model.kwargs cannot set {', '.join(sorted(reserved))}: they come from the dataset"
+        )
+    try:  # the options must fit the builder; on the meta device this allocates nothing
+        with torch.device("meta"):
+            create_model(cfg.model.name, **cfg.model.kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"model.kwargs {cfg.model.kwargs} do not fit {cfg.model.name}: {err}") from None
+    if cfg.run.device != "auto":
+        try:
+            torch.device(cfg.run.device)
+        except RuntimeError:
+            raise ConfigError(
+                f"run.device must be auto, cpu, cuda or cuda:N, got {cfg.run.device!r}"
+            ) from None
     if cfg.data.name not in DATASETS and not cfg.data.name.startswith("imagefolder:"):
         raise ConfigError(
             f"data.name must be one of {', '.join(DATASETS)} or imagefolder:PATH, got {cfg.data.name!r}"
@@ -294,10 +346,12 @@ def resolve_config(
     from resnets.train.recipes import recipe_layer
 
     layers = [load_yaml(f) for f in files]
+    if recipe is not None:  # the --recipe flag sits above the files, like every other flag
+        layers.append({"recipe": recipe})
     layers.append(dict(flags or {}))
     layers.extend(parse_assignment(a) for a in assignments)
     # The recipe may be named in any layer; the last one wins. Its values sit under every layer.
-    name = recipe or "quick"
+    name = "quick"
     for layer in layers:
         name = layer.get("recipe", name)
     merged: dict[str, Any] = {}

@@ -213,16 +213,7 @@ class Trainer:
         torch.manual_seed(cfg.run.seed)
         self.device = pick_device(cfg.run.device)
         self.precision = pick_precision(cfg.run.precision, self.device)
-        self.data: DatasetSplits = load_dataset(
-            cfg.data.name,
-            data_dir=cfg.data.data_dir,
-            download=cfg.data.download,
-            val_split=cfg.data.val_split,
-            image_size=cfg.data.image_size,
-            skip_bad_images=cfg.data.skip_bad_images,
-            max_in_memory_mb=cfg.data.max_in_memory_mb,
-            seed=cfg.run.seed,
-        )
+        self.data: DatasetSplits = load_dataset(cfg.data.name, **data_options(cfg))
         for note in self.data.notes:
             self._say(f"data: {note}")
         base = self.data.augment
@@ -293,6 +284,7 @@ class Trainer:
             classes=list(self.data.classes),
             model_kwargs={k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()},
             dataset=cfg.data.name,
+            data_seed=cfg.run.seed,
         )
 
     # -- state
@@ -309,6 +301,7 @@ class Trainer:
             "train_seconds": train_seconds,
             "wall_seconds": self._wall(),
             "images_seen": self.images_seen,
+            "last_train": self.last_train,
         }
         if torch.cuda.is_available():
             state["rng_cuda"] = torch.cuda.get_rng_state_all()
@@ -366,7 +359,8 @@ class Trainer:
         self.t_start = time.perf_counter()
         self.wall_before = 0.0
         self._setup()
-        self.step, self.best, self.images_seen = 0, None, 0
+        self.step, self.best, self.images_seen, self.last_train = 0, None, 0, {}
+        self.last_lr = self.optimizer.param_groups[0]["lr"]
         start_epoch, start_batch, train_seconds, saved_meter = 0, 0, 0.0, None
         if self.resume:
             state = self._restore()
@@ -374,10 +368,17 @@ class Trainer:
             start_epoch, start_batch = state["epoch"], state["batch_in_epoch"]
             train_seconds, self.wall_before = state["train_seconds"], state["wall_seconds"]
             self.images_seen = state["images_seen"]
+            self.last_train = state.get("last_train", {})
             saved_meter = state.get("meter")
+            if self.step >= self.total_steps and (self.run_dir / "summary.json").is_file():
+                raise ConfigError(
+                    f"{self.run_dir} has already finished ({self.step} steps); start a new run, or "
+                    f"evaluate this one with: resnets eval {self.run_dir}"
+                )
             self._say(f"resuming {self.run_dir} at epoch {start_epoch + 1}, step {self.step}")
             _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
-        log = RunLog(self.run_dir, purge_step=self.step if self.resume else None)
+        # TensorBoard hides events at or after purge_step: keep what was logged up to the checkpoint.
+        log = RunLog(self.run_dir, purge_step=self.step + 1 if self.resume else None)
         self._say(
             f"training {self.cfg.model.name} ({count_params(self.model):,} params) on {self.data.name} "
             f"({len(self.data.train):,} train / {len(self.data.test):,} test), "
@@ -388,22 +389,23 @@ class Trainer:
         if _main_thread():
             signal.signal(signal.SIGINT, self._on_sigint)
         try:
-            last_train: dict[str, Any] = {}
-            epoch = start_epoch
+            epoch = start_epoch - 1  # the last epoch completed, if the loop has nothing left to do
             for epoch in range(start_epoch, self.epochs):
                 meter = ClassificationMeter(self.data.num_classes, self.device)
                 first = start_batch if epoch == start_epoch else 0
                 if saved_meter is not None and epoch == start_epoch:
                     self._load_meter(meter, saved_meter)
                 train_seconds = self._train_epoch(epoch, first, meter, log, train_seconds)
-                last_train = meter.compute()
-                if not math.isfinite(last_train["loss"]):
+                self.last_train = meter.compute()
+                if not math.isfinite(self.last_train["loss"]):
                     self._diverged(epoch)
-                self._epoch_end(epoch, last_train, log, train_seconds)
+                self._epoch_end(epoch, self.last_train, log, train_seconds)
                 if self.step >= self.total_steps:
                     break
-            summary = self._finish(last_train, train_seconds, epoch)
+            summary = self._finish(self.last_train, train_seconds, epoch)
         except _StopRun as stop:
+            if not torch.isfinite(stop.meter.loss_sum):  # never replace a good checkpoint with NaNs
+                self._diverged(stop.epoch)
             self._save(LAST, stop.epoch, stop.batch, stop.meter, stop.train_seconds)
             ckpt = self.run_dir / "checkpoints" / LAST
             raise TrainingInterrupted(
@@ -454,6 +456,7 @@ class Trainer:
         bar = self._progress(epoch, first)
         t0 = time.perf_counter()
         window_t, window_images = t0, self.images_seen
+        bar_t = t0
         batch = first
         try:
             for batch, (images, labels) in enumerate(self.train_batches.epoch(epoch, first), start=first):
@@ -465,6 +468,11 @@ class Trainer:
                 self.images_seen += len(labels)
                 if bar is not None:
                     bar.update(1)
+                    if time.perf_counter() - bar_t > 0.5:  # one host sync per half second, for the bar
+                        bar_t = time.perf_counter()
+                        self._show(
+                            bar, loss, meter, (self.images_seen - window_images) / max(bar_t - window_t, 1e-9)
+                        )
                 if self.step % cfg.run.log_every == 0:
                     value = float(loss)  # the one host sync per log interval
                     if not math.isfinite(value):
@@ -472,7 +480,7 @@ class Trainer:
                     now = time.perf_counter()
                     rate = (self.images_seen - window_images) / max(now - window_t, 1e-9)
                     window_t, window_images = now, self.images_seen
-                    lr = self.optimizer.param_groups[0]["lr"]
+                    lr = self.last_lr
                     log.write(
                         {
                             "split": "train_step",
@@ -483,11 +491,6 @@ class Trainer:
                             "images_per_second": rate,
                         }
                     )
-                    if bar is not None:
-                        acc = int(meter.top1) / max(1, meter.count)
-                        bar.set_postfix(
-                            loss=f"{value:.3f}", acc=f"{acc:.3f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}"
-                        )
                 if self.stop_requested or (
                     self.stop_after_steps is not None and self.step >= self.stop_after_steps
                 ):
@@ -496,6 +499,12 @@ class Trainer:
             if bar is not None:
                 bar.close()
         return train_seconds + time.perf_counter() - t0
+
+    def _show(self, bar: Any, loss: torch.Tensor, meter: ClassificationMeter, rate: float) -> None:
+        acc = int(meter.top1) / max(1, meter.count)
+        bar.set_postfix(
+            loss=f"{float(loss):.3f}", acc=f"{acc:.3f}", lr=f"{self.last_lr:.3g}", img_s=f"{rate:.0f}"
+        )
 
     def _train_step(self, x: torch.Tensor, labels: torch.Tensor, meter: ClassificationMeter) -> torch.Tensor:
         cfg = self.cfg
@@ -510,6 +519,7 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self.last_lr = self.optimizer.param_groups[0]["lr"]  # the lr this step used, for the logs
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update_parameters(self.model)
@@ -521,7 +531,7 @@ class Trainer:
 
     def _epoch_end(self, epoch: int, train: dict[str, Any], log: RunLog, train_seconds: float) -> None:
         """Log the epoch, evaluate every held-out split, checkpoint, print one line."""
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = self.last_lr
         rate = self.images_seen / max(train_seconds, 1e-9)
         log.write(
             {
@@ -569,8 +579,8 @@ class Trainer:
         last_epoch = self.step >= self.total_steps or epoch + 1 == self.epochs
         if (epoch + 1) % self.cfg.run.checkpoint_every == 0 or last_epoch:
             self._save(LAST, epoch + 1, 0, None, train_seconds)
-            if is_best:
-                self._save(BEST, epoch + 1, 0, None, train_seconds)
+        if is_best:
+            self._save(BEST, epoch + 1, 0, None, train_seconds)
         test = results["test"]
         self._say(
             f"epoch {epoch + 1:>3}/{self.epochs}  step {self.step:>6}  train loss {train['loss']:.4f} "
@@ -673,6 +683,11 @@ def prepare_run_dir(cfg: TrainConfig) -> Path:
         raise ConfigError(
             f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --out"
         )
+    if (run_dir / "metrics.jsonl").exists():
+        raise ConfigError(
+            f"{run_dir} holds the logs of a run that stopped before its first checkpoint; delete the folder "
+            "or choose another --out"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.run.out = str(run_dir)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -684,6 +699,7 @@ def train(
     *,
     resume: str | Path | None = None,
     stop_after_steps: int | None = None,
+    quiet: bool | None = None,
 ) -> RunResult:
     """Train a model. `config` is a TrainConfig or a nested mapping of overrides on the recipe it names
     (default recipe `quick`); `resume=RUN_DIR` continues a stopped run exactly where it stopped.
@@ -695,9 +711,28 @@ def train(
         if find_checkpoint(run_dir / "checkpoints" / LAST) is None:
             raise ConfigError(f"{run_dir} has no checkpoint to resume from; start a new run instead")
         cfg = build_config(load_yaml(run_dir / "config.yaml"))
+        if quiet is not None:  # a display preference, not part of the run's definition
+            cfg.run.quiet = quiet
         return Trainer(cfg, run_dir, resume=True, stop_after_steps=stop_after_steps).fit()
-    cfg = resolve_config(flags=config or {}) if config is None or isinstance(config, dict) else config
+    if config is None or isinstance(config, dict):
+        cfg = resolve_config(flags=config or {})
+    else:
+        cfg = build_config(config.to_dict())  # validated, and a copy: the caller's object is not changed
     return Trainer(cfg, prepare_run_dir(cfg), stop_after_steps=stop_after_steps).fit()
+
+
+def data_options(cfg: TrainConfig) -> dict[str, Any]:
+    """The options `load_dataset` takes, from a run's config (the one place they are copied)."""
+    d = cfg.data
+    return {
+        "data_dir": d.data_dir,
+        "download": d.download,
+        "val_split": d.val_split,
+        "image_size": d.image_size,
+        "skip_bad_images": d.skip_bad_images,
+        "max_in_memory_mb": d.max_in_memory_mb,
+        "seed": cfg.run.seed,
+    }
 
 
 def iter_json_lines(path: Path) -> Iterator[dict[str, Any]]:

@@ -37,12 +37,11 @@ class LrSchedule:
     def __init__(self, cfg: ScheduleConfig, total_steps: int, steps_per_epoch: int) -> None:
         self.cfg, self.total = cfg, max(1, total_steps)
         self.per_epoch = max(1, steps_per_epoch)
-        self.warmup_steps = self.to_steps(cfg.warmup)
-        self.milestones = sorted(self.to_steps(m) for m in cfg.milestones)
+        self.warmup_steps = self.to_steps(cfg.warmup, cfg.warmup_unit or cfg.unit)
+        self.milestones = sorted(self.to_steps(m, cfg.unit) for m in cfg.milestones)
 
-    def to_steps(self, amount: float) -> int:
-        """Convert an amount in the schedule's unit to optimizer steps."""
-        unit = self.cfg.unit
+    def to_steps(self, amount: float, unit: str) -> int:
+        """Convert an amount in `unit` (epoch, step or fraction of the run) to optimizer steps."""
         if unit == "epoch":
             return round(amount * self.per_epoch)
         if unit == "fraction":

@@ -21,7 +21,8 @@ def _quick(model: str | None) -> dict[str, Any]:
 
 def _he2016_cifar(model: str | None) -> dict[str, Any]:
     """He et al. 2016 §4.2: SGD 0.1, momentum 0.9, wd 1e-4, batch 128, lr ÷10 at 32k and 48k iterations,
-    stop at 64k; for 110 layers and deeper, lr 0.01 for the first 400 iterations."""
+    stop at 64k; for 110 layers and deeper, lr 0.01 for the first 400 iterations. The milestones are
+    kept as fractions of the run (32k/64k, 48k/64k), so a shortened run (--epochs) decays too."""
     from resnets.registry import get_spec
 
     deep = model is not None and get_spec(model).depth >= 110
@@ -31,10 +32,11 @@ def _he2016_cifar(model: str | None) -> dict[str, Any]:
         "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 1e-4},
         "schedule": {
             "name": "multistep",
-            "unit": "step",
-            "milestones": [32000, 48000],
+            "unit": "fraction",
+            "milestones": [0.5, 0.75],
             "gamma": 0.1,
             "warmup": 400 if deep else 0,
+            "warmup_unit": "step",
             "warmup_mode": "constant",
             "warmup_factor": 0.1,
         },
