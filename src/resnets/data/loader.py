@@ -7,6 +7,7 @@ through a DataLoader with workers. Both yield (uint8 NCHW images, int64 labels) 
 from __future__ import annotations
 
 import math
+import signal
 from collections.abc import Iterator
 
 import torch
@@ -20,6 +21,11 @@ def epoch_generator(seed: int, epoch: int, batch: int | None = None) -> torch.Ge
     """A CPU generator that depends only on (seed, epoch[, batch]): the same order after a resume."""
     key = (seed * 1_000_003 + epoch) * 1_000_033 + (0 if batch is None else batch + 1)
     return torch.Generator().manual_seed(key % (2**63))
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C to the main process, which checkpoints and stops them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class Batches:
@@ -76,6 +82,7 @@ class Batches:
             num_workers=self.workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
+            worker_init_fn=_ignore_sigint if self.workers else None,
         )
         for images, labels in loader:
             yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
