@@ -165,6 +165,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """`resnets bench`: training and inference images/s per model and mode, beside the matmul peak."""
+    from resnets.bench import run_benchmark
+
+    run_benchmark(args.models, args.modes, smoke=args.smoke, batch=args.batch_size)
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -221,6 +229,21 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("images", nargs="+", help="image files")
     pr.add_argument("--top-k", type=_positive_int, default=5, help="how many classes to show")
     pr.set_defaults(func=cmd_predict)
+
+    from resnets.bench import DEFAULT_MODELS, MODES
+
+    b = sub.add_parser("bench", help="throughput per model and execution mode, against the matmul peak")
+    b.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="model names")
+    b.add_argument(
+        "--modes",
+        nargs="+",
+        default=["fp32", "channels_last", "bf16", "auto"],
+        choices=list(MODES),
+        help="execution modes (compiled takes about a minute per model to compile)",
+    )
+    b.add_argument("--batch-size", type=_positive_int, default=128)
+    b.add_argument("--smoke", action="store_true", help="tiny sizes and one repeat: checks that it runs")
+    b.set_defaults(func=cmd_bench)
 
     pl = sub.add_parser("plot", help="draw loss and error curves of runs (train dashed, test solid)")
     pl.add_argument("runs", nargs="+", help="run directories")

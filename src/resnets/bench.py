@@ -1,0 +1,253 @@
+"""Throughput of training and inference per model and execution mode, against the machine's peak.
+
+Every figure is measured in the same run as the matmul peak it is compared with, so the fractions
+hold on a shared machine whose speed drifts. Data is synthetic and already on the device: this
+measures the model's compute path, not data loading or augmentation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from resnets.info import count_flops
+from resnets.registry import create_model, get_spec
+from resnets.train.engine import autocast, pick_device, pick_precision
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How a model is executed: memory format, precision, compilation."""
+
+    name: str
+    channels_last: bool
+    precision: str  # fp32 | bf16 | auto
+    compile: bool = False
+
+
+MODES = {
+    "fp32": Mode("fp32", False, "fp32"),  # the tutorial's default: NCHW, fp32, eager
+    "channels_last": Mode("channels_last", True, "fp32"),
+    "bf16": Mode("bf16", False, "bf16"),
+    "auto": Mode("auto", True, "auto"),  # what `resnets train` does by default
+    "compiled": Mode("compiled", True, "auto", compile=True),
+}
+DEFAULT_MODELS = (
+    "resnet20",
+    "resnet56",
+    "resnet110",
+    "preact_resnet164",
+    "densenet_bc100_k12",
+    "highway56",
+    "resnet50",
+)
+# resnet50 trains at 128×128 here (224×224 training is impractical on two cores); it infers at 224.
+TRAIN_SIZE = {"resnet50": 128}
+
+
+@dataclass
+class Row:
+    """One measured (model, mode) pair."""
+
+    model: str
+    mode: str
+    precision: str
+    train_size: int
+    train_ips: float
+    train_gflops: float
+    infer_size: int
+    infer_ips: float
+    infer_gflops: float
+    peak_mb: float | None
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of an n×n matrix product in `dtype`, the best of `repeats` (after one warm-up)."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        torch.mm(a, b)
+        _sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")  # Linux: reset VmHWM (peak resident set)
+
+
+def _peak_memory_mb(device: torch.device) -> float | None:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _rate(step: Callable[[], None], batch: int, steps: int, repeats: int, device: torch.device) -> float:
+    """Median images/s over `repeats` timings of `steps` calls (after three warm-up calls)."""
+    for _ in range(3):
+        step()
+    rates = []
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(steps):
+            step()
+        _sync(device)
+        rates.append(batch * steps / (time.perf_counter() - t))
+    return statistics.median(rates)
+
+
+def measure(
+    name: str,
+    mode: Mode,
+    *,
+    batch: int = 128,
+    infer_batch: int = 256,
+    steps: int = 5,
+    repeats: int = 3,
+    device: torch.device | None = None,
+) -> Row:
+    """Training and inference throughput of model `name` in `mode` on synthetic data."""
+    device = device or pick_device("auto")
+    precision = pick_precision(mode.precision, device)
+    spec = get_spec(name)
+    c, h, _ = spec.input_size
+    train_size = TRAIN_SIZE.get(name, h)
+    fmt = torch.channels_last if mode.channels_last and spec.family != "mlp" else torch.contiguous_format
+    torch.manual_seed(0)
+    model = create_model(name).to(device, memory_format=fmt)
+    net = torch.compile(model) if mode.compile else model
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(batch, c, train_size, train_size, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, spec.num_classes, (batch,), device=device)
+
+    def train_step() -> None:
+        with autocast(device, precision):
+            loss = F.cross_entropy(net(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    _reset_peak_memory(device)
+    model.train()
+    train_ips = _rate(train_step, batch, steps, repeats, device)
+    peak = _peak_memory_mb(device)
+
+    xi = torch.randn(infer_batch, c, h, h, device=device).contiguous(memory_format=fmt)
+    model.eval()
+
+    def infer_step() -> None:
+        with torch.inference_mode(), autocast(device, precision):
+            net(xi)
+
+    infer_ips = _rate(infer_step, infer_batch, steps, repeats, device)
+    # Training costs about three forward passes (forward, and backward for inputs and weights).
+    train_flops = 3 * count_flops(model, (c, train_size, train_size))
+    infer_flops = count_flops(model, (c, h, h))
+    return Row(
+        name,
+        mode.name,
+        precision,
+        train_size,
+        train_ips,
+        train_ips * train_flops / 1e9,
+        h,
+        infer_ips,
+        infer_ips * infer_flops / 1e9,
+        peak,
+    )
+
+
+def format_table(rows: Sequence[Row], peaks: dict[str, float]) -> str:
+    """A Markdown table; the fraction of peak uses the bf16 peak for bf16 rows, else the fp32 peak."""
+    lines = [
+        "| model | mode | precision | train size | train img/s | train GFLOP/s | % peak | infer size | "
+        "infer img/s | infer GFLOP/s | % peak | peak MB |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        peak = peaks["bf16"] if r.precision == "bf16" else peaks["fp32"]
+        mem = f"{r.peak_mb:,.0f}" if r.peak_mb is not None else "–"
+        cells = [
+            r.model,
+            r.mode,
+            r.precision,
+            str(r.train_size),
+            f"{r.train_ips:,.0f}",
+            f"{r.train_gflops:,.1f}",
+            f"{100 * r.train_gflops / peak:.1f}%",
+            str(r.infer_size),
+            f"{r.infer_ips:,.0f}",
+            f"{r.infer_gflops:,.1f}",
+            f"{100 * r.infer_gflops / peak:.1f}%",
+            mem,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_benchmark(
+    models: Sequence[str] = DEFAULT_MODELS,
+    modes: Sequence[str] = ("fp32", "channels_last", "bf16", "auto"),
+    *,
+    smoke: bool = False,
+    batch: int = 128,
+    print_fn: Callable[[str], None] = print,
+) -> str:
+    """Measure every (model, mode), print the machine, versions, peaks and the table; return the table."""
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise ValueError(f"unknown mode(s) {unknown}; choose from {', '.join(MODES)}")
+    device = pick_device("auto")
+    size = 256 if smoke else 2048
+    peaks = {
+        "fp32": matmul_peak(torch.float32, device, size),
+        "bf16": matmul_peak(torch.bfloat16, device, size),
+    }
+    print_fn(
+        f"machine: {platform.machine()} {platform.processor() or ''}".rstrip()
+        + f", device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print_fn(
+        f"matmul peak ({size}×{size}, same run): fp32 {peaks['fp32']:,.0f} GFLOP/s, "
+        f"bf16 {peaks['bf16']:,.0f} GFLOP/s"
+    )
+    kwargs = {"batch": 8, "infer_batch": 8, "steps": 1, "repeats": 1} if smoke else {"batch": batch}
+    rows = []
+    for name in models:
+        for mode in modes:
+            rows.append(measure(name, MODES[mode], device=device, **kwargs))
+            print_fn(
+                f"  measured {name} {mode}: train {rows[-1].train_ips:,.0f} img/s, "
+                f"infer {rows[-1].infer_ips:,.0f} img/s"
+            )
+    table = format_table(rows, peaks)
+    print_fn(table)
+    return table
