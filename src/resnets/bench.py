@@ -185,32 +185,37 @@ def measure(
     )
 
 
-def format_table(rows: Sequence[Row], peaks: dict[str, float]) -> str:
-    """A Markdown table; the fraction of peak uses the bf16 peak for bf16 rows, else the fp32 peak."""
-    lines = [
-        "| model | mode | precision | train size | train img/s | train GFLOP/s | % peak | infer size | "
-        "infer img/s | infer GFLOP/s | % peak | peak MB |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+TABLE_HEADER = (
+    "| model | mode | precision | train size | train img/s | train GFLOP/s | % peak | infer size | "
+    "infer img/s | infer GFLOP/s | % peak | peak MB |\n"
+    "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def format_row(r: Row, peaks: dict[str, float]) -> str:
+    """One Markdown row; the fraction of peak uses the bf16 peak for bf16 rows, else the fp32 peak."""
+    peak = peaks["bf16"] if r.precision == "bf16" else peaks["fp32"]
+    mem = f"{r.peak_mb:,.0f}" if r.peak_mb is not None else "–"
+    cells = [
+        r.model,
+        r.mode,
+        r.precision,
+        str(r.train_size),
+        f"{r.train_ips:,.0f}",
+        f"{r.train_gflops:,.1f}",
+        f"{100 * r.train_gflops / peak:.1f}%",
+        str(r.infer_size),
+        f"{r.infer_ips:,.0f}",
+        f"{r.infer_gflops:,.1f}",
+        f"{100 * r.infer_gflops / peak:.1f}%",
+        mem,
     ]
-    for r in rows:
-        peak = peaks["bf16"] if r.precision == "bf16" else peaks["fp32"]
-        mem = f"{r.peak_mb:,.0f}" if r.peak_mb is not None else "–"
-        cells = [
-            r.model,
-            r.mode,
-            r.precision,
-            str(r.train_size),
-            f"{r.train_ips:,.0f}",
-            f"{r.train_gflops:,.1f}",
-            f"{100 * r.train_gflops / peak:.1f}%",
-            str(r.infer_size),
-            f"{r.infer_ips:,.0f}",
-            f"{r.infer_gflops:,.1f}",
-            f"{100 * r.infer_gflops / peak:.1f}%",
-            mem,
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "| " + " | ".join(cells) + " |"
+
+
+def format_table(rows: Sequence[Row], peaks: dict[str, float]) -> str:
+    """The header and one row per measurement, as Markdown."""
+    return "\n".join([TABLE_HEADER, *(format_row(r, peaks) for r in rows)])
 
 
 def run_benchmark(
@@ -221,12 +226,13 @@ def run_benchmark(
     batch: int = 128,
     print_fn: Callable[[str], None] = print,
 ) -> str:
-    """Measure every (model, mode), print the machine, versions, peaks and the table; return the table."""
+    """Measure every (model, mode) and print the machine, versions, peaks and the table row by row;
+    return the whole table."""
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise ValueError(f"unknown mode(s) {unknown}; choose from {', '.join(MODES)}")
     device = pick_device("auto")
-    size = 256 if smoke else 2048
+    size = 256 if smoke else 4096
     peaks = {
         "fp32": matmul_peak(torch.float32, device, size),
         "bf16": matmul_peak(torch.bfloat16, device, size),
@@ -240,14 +246,10 @@ def run_benchmark(
         f"bf16 {peaks['bf16']:,.0f} GFLOP/s"
     )
     kwargs = {"batch": 8, "infer_batch": 8, "steps": 1, "repeats": 1} if smoke else {"batch": batch}
+    print_fn(TABLE_HEADER)
     rows = []
     for name in models:
-        for mode in modes:
+        for mode in modes:  # each row is printed as soon as it is measured
             rows.append(measure(name, MODES[mode], device=device, **kwargs))
-            print_fn(
-                f"  measured {name} {mode}: train {rows[-1].train_ips:,.0f} img/s, "
-                f"infer {rows[-1].infer_ips:,.0f} img/s"
-            )
-    table = format_table(rows, peaks)
-    print_fn(table)
-    return table
+            print_fn(format_row(rows[-1], peaks))
+    return format_table(rows, peaks)

@@ -229,7 +229,6 @@ class Trainer:
         if spec.family == "mlp":
             kwargs.setdefault("input_size", (h, w))
         self.model = create_model(cfg.model.name, num_classes=self.data.num_classes, in_chans=c, **kwargs)
-        self.model_kwargs = kwargs
         self.channels_last = cfg.run.channels_last and spec.family != "mlp"
         self.model.to(
             self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format
