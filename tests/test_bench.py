@@ -37,3 +37,20 @@ def test_matmul_peak_is_positive_and_modes_are_named() -> None:
     assert set(MODES) == {"fp32", "channels_last", "bf16", "auto", "compiled"}
     with pytest.raises(SystemExit):
         main(["bench", "--modes", "fp64"])
+
+
+@pytest.mark.slow
+def test_epoch_benchmark_smoke_prints_both_paths_and_the_ratio() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "epoch.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--smoke"], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| resnet20 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    fast, slow, ratio = float(cells[1].replace(",", "")), float(cells[2].replace(",", "")), cells[3]
+    assert fast > 0 and slow > 0 and ratio == f"{fast / slow:.2f}×"
