@@ -53,4 +53,5 @@ def test_epoch_benchmark_smoke_prints_both_paths_and_the_ratio() -> None:
     row = next(line for line in proc.stdout.splitlines() if line.startswith("| resnet20 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     fast, slow, ratio = float(cells[1].replace(",", "")), float(cells[2].replace(",", "")), cells[3]
-    assert fast > 0 and slow > 0 and ratio == f"{fast / slow:.2f}×"
+    assert fast > 0 and slow > 0 and ratio.endswith("×")
+    assert float(ratio[:-1]) == pytest.approx(fast / slow, abs=0.02)  # the cells are rounded
