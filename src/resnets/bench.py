@@ -136,8 +136,8 @@ def measure(
 ) -> Row:
     """Training and inference throughput of model `name` in `mode` on synthetic data."""
     device = device or pick_device("auto")
-    precision = pick_precision(mode.precision, device)
     spec = get_spec(name)
+    precision = pick_precision(mode.precision, device, spec.family)
     c, h, _ = spec.input_size
     train_size = TRAIN_SIZE.get(name, h)
     fmt = torch.channels_last if mode.channels_last and spec.family != "mlp" else torch.contiguous_format
