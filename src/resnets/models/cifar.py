@@ -114,28 +114,21 @@ def wide_resnet(
     )
 
 
-for _d in (20, 32, 44, 56, 110, 1202):
-    register_model(
-        f"resnet{_d}", partial(cifar_resnet, _d), skip="identity", depth=_d, paper=HE2016, family="cifar"
-    )
-for _d in (20, 32, 44, 56, 110):
-    register_model(
-        f"plain{_d}",
-        partial(cifar_resnet, _d, skip="none"),
-        skip="none",
-        depth=_d,
-        paper=HE2016,
-        family="cifar",
-    )
-for _d in (20, 32, 44, 56, 110):
-    register_model(
-        f"highway{_d}",
-        partial(cifar_resnet, _d, skip="gated"),
-        skip="gated",
-        depth=_d,
-        paper=HIGHWAY_CIFAR,
-        family="cifar",
-    )
+# The residual, plain and highway twins: one builder, three skips (He et al. 2016, §4.2 and Fig. 6).
+for _prefix, _skip, _paper, _depths in (
+    ("resnet", "identity", HE2016, (20, 32, 44, 56, 110, 1202)),
+    ("plain", "none", HE2016, (20, 32, 44, 56, 110)),
+    ("highway", "gated", HIGHWAY_CIFAR, (20, 32, 44, 56, 110)),
+):
+    for _d in _depths:
+        register_model(
+            f"{_prefix}{_d}",
+            partial(cifar_resnet, _d, skip=_skip),
+            skip=_skip,
+            depth=_d,
+            paper=_paper,
+            family="cifar",
+        )
 for _d in (110, 164, 1001):
     register_model(
         f"preact_resnet{_d}",

@@ -530,6 +530,18 @@ class Trainer:
     def _eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
 
+    def _evaluate(self, split: str, per_class: bool = False) -> dict[str, Any]:
+        """Metrics of the evaluated model (the EMA if kept) on a held-out split."""
+        return evaluate_batches(
+            self._eval_model(),
+            self.eval_batches[split],
+            self.normalize,
+            self.data.num_classes,
+            self.device,
+            self.precision,
+            per_class=per_class,
+        )
+
     def _epoch_end(self, epoch: int, train: dict[str, Any], log: RunLog, train_seconds: float) -> None:
         """Log the epoch, evaluate every held-out split, checkpoint, print one line."""
         lr = self.last_lr
@@ -548,15 +560,8 @@ class Trainer:
             }
         )
         results = {}
-        for split, batches in self.eval_batches.items():
-            results[split] = evaluate_batches(
-                self._eval_model(),
-                batches,
-                self.normalize,
-                self.data.num_classes,
-                self.device,
-                self.precision,
-            )
+        for split in self.eval_batches:
+            results[split] = self._evaluate(split)
             log.write(
                 {
                     "split": split,
@@ -600,15 +605,7 @@ class Trainer:
 
     def _finish(self, train: dict[str, Any], train_seconds: float, epoch: int) -> dict[str, Any]:
         model = self._eval_model()
-        test = evaluate_batches(
-            model,
-            self.eval_batches["test"],
-            self.normalize,
-            self.data.num_classes,
-            self.device,
-            self.precision,
-            per_class=True,
-        )
+        test = self._evaluate("test", per_class=True)
         save_weights(self.run_dir / "model.safetensors", model.state_dict(), self.meta)
         summary = {
             "model": self.cfg.model.name,
@@ -631,14 +628,7 @@ class Trainer:
             "best": self.best,
         }
         if "val" in self.eval_batches:
-            val = evaluate_batches(
-                model,
-                self.eval_batches["val"],
-                self.normalize,
-                self.data.num_classes,
-                self.device,
-                self.precision,
-            )
+            val = self._evaluate("val")
             summary["val_accuracy"], summary["val_loss"] = val["accuracy"], val["loss"]
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         (self.run_dir / "eval_test.json").write_text(json.dumps(test, indent=1) + "\n")
