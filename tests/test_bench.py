@@ -1,6 +1,10 @@
 """The throughput benchmark runs (smoke mode) and prints a well-formed table with the peaks."""
 
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,17 +14,22 @@ from resnets.cli import main
 
 
 def test_smoke_run_prints_machine_peaks_and_a_row_per_model_and_mode(capsys) -> None:
-    assert main(["bench", "--smoke", "--models", "resnet20", "skipnet", "--modes", "fp32", "auto"]) == 0
+    modes = ["fp32", "unfused", "auto"]
+    assert main(["bench", "--smoke", "--models", "resnet20", "skipnet", "--modes", *modes]) == 0
     out = capsys.readouterr().out
     assert "torch " + torch.__version__ in out and "threads" in out and "matmul peak" in out
     rows = [
         line for line in out.splitlines() if line.startswith("| resnet20 |") or line.startswith("| skipnet |")
     ]
-    assert len(rows) == 4
+    assert len(rows) == 6
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
-        train_ips = float(cells[4].replace(",", ""))
-        assert math.isfinite(train_ips) and train_ips > 0
+        infer_ips = float(cells[8].replace(",", ""))
+        assert math.isfinite(infer_ips) and infer_ips > 0
+        if cells[1] == "unfused":  # an inference-only lever: no training figures
+            assert cells[4] == cells[5] == cells[6] == "–"
+        else:
+            assert float(cells[4].replace(",", "")) > 0
 
 
 def test_fraction_of_peak_uses_the_rows_precision() -> None:
@@ -34,24 +43,79 @@ def test_fraction_of_peak_uses_the_rows_precision() -> None:
 
 def test_matmul_peak_is_positive_and_modes_are_named() -> None:
     assert matmul_peak(torch.float32, torch.device("cpu"), n=64, repeats=1) > 0
-    assert set(MODES) == {"fp32", "channels_last", "bf16", "auto", "compiled"}
+    assert set(MODES) == {"fp32", "channels_last", "bf16", "unfused", "auto", "compiled"}
     with pytest.raises(SystemExit):
         main(["bench", "--modes", "fp64"])
 
 
-@pytest.mark.slow
-def test_epoch_benchmark_smoke_prints_both_paths_and_the_ratio() -> None:
-    import subprocess
-    import sys
-    from pathlib import Path
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "epoch.py"
+
+def _run_smoke(script: str) -> str:
     proc = subprocess.run(
-        [sys.executable, str(script), "--smoke"], capture_output=True, text=True, timeout=300
+        [sys.executable, str(BENCHMARKS / script), "--smoke"], capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr
-    row = next(line for line in proc.stdout.splitlines() if line.startswith("| resnet20 |"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    fast, slow, ratio = float(cells[1].replace(",", "")), float(cells[2].replace(",", "")), cells[3]
+    return proc.stdout
+
+
+def _cells(out: str, first: str) -> list[str]:
+    row = next(line for line in out.splitlines() if line.startswith(f"| {first} |"))
+    return [c.strip() for c in row.strip("|").split("|")]
+
+
+def _number(cell: str) -> float:
+    return float(cell.replace(",", "").rstrip("%×"))
+
+
+@pytest.fixture
+def benchmarks_on_path(monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+
+
+@pytest.mark.slow
+def test_epoch_benchmark_smoke_prints_both_paths_and_the_ratio() -> None:
+    cells = _cells(_run_smoke("epoch.py"), "resnet20")
+    fast, slow, ratio = _number(cells[1]), _number(cells[2]), cells[3]
     assert fast > 0 and slow > 0 and ratio.endswith("×")
-    assert float(ratio[:-1]) == pytest.approx(fast / slow, abs=0.02)  # the cells are rounded
+    assert _number(ratio) == pytest.approx(fast / slow, abs=0.02)  # the cells are rounded
+
+
+@pytest.mark.slow
+def test_time_to_accuracy_smoke_prints_every_epoch_and_a_verdict() -> None:
+    out = _run_smoke("time_to_accuracy.py")
+    assert [_cells(out, str(e))[0] for e in (1, 2)] == ["1", "2"]
+    assert "resnet20 did not reach 91.25%" in out  # random labels cannot reach it
+
+
+@pytest.mark.slow
+def test_parity_and_gpu_smoke_print_their_tables() -> None:
+    out = _run_smoke("parity.py")
+    assert 0 <= _number(_cells(out, "0")[1]) <= 100 and "seed-to-seed spread" in out
+    out = _run_smoke("gpu.py")
+    for model in ("resnet56", "resnet50"):
+        cells = _cells(out, model)
+        assert cells[3] == "fp32 eager" and _number(cells[4]) > 0 and cells[5] == "1.00×"
+    assert "bf16 channels_last eager" in out
+
+
+def test_time_to_accuracy_reads_the_first_epoch_at_the_target(tmp_path, benchmarks_on_path) -> None:
+    from time_to_accuracy import epoch_table, first_reaching
+
+    lines = []
+    for epoch, acc in enumerate([0.5, 0.91, 0.9130, 0.92], start=1):
+        lines.append({"split": "train", "epoch": epoch, "loss": 1.0 / epoch})
+        lines.append({"split": "test", "epoch": epoch, "accuracy": acc, "wall_seconds": 60.0 * epoch})
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    rows = epoch_table(tmp_path / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4] and rows[1]["train_loss"] == 0.5
+    assert first_reaching(rows, 0.9125)["wall_seconds"] == 180.0
+    assert first_reaching(rows, 0.95) is None
+
+
+def test_parity_verdict_compares_the_mean_difference_with_the_spread(benchmarks_on_path) -> None:
+    from parity import within_spread
+
+    diff, spread, same = within_spread([0.70, 0.72, 0.74], [0.71, 0.73, 0.75])
+    assert diff == pytest.approx(-0.01) and spread == pytest.approx(0.02) and same
+    assert not within_spread([0.80, 0.81, 0.82], [0.70, 0.71, 0.72])[2]

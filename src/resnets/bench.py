@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from resnets.inference import InferenceOptions, prepare_inference
 from resnets.info import count_flops
 from resnets.registry import create_model, get_spec
 from resnets.train.engine import autocast, pick_device, pick_precision
@@ -30,15 +31,18 @@ class Mode:
     name: str
     channels_last: bool
     precision: str  # fp32 | bf16 | auto
-    compile: bool = False
+    compile: bool = False  # training: torch.compile; inference: torch.compile with frozen weights
+    fuse: bool = False  # inference only: batch norms folded into the convolutions before them
+    train: bool = True  # False: a mode that differs only at inference measures inference only
 
 
 MODES = {
     "fp32": Mode("fp32", False, "fp32"),  # the tutorial's default: NCHW, fp32, eager
     "channels_last": Mode("channels_last", True, "fp32"),
     "bf16": Mode("bf16", False, "bf16"),
-    "auto": Mode("auto", True, "auto"),  # what `resnets train` does by default
-    "compiled": Mode("compiled", True, "auto", compile=True),
+    "unfused": Mode("unfused", True, "auto", train=False),  # auto without folding: that lever alone
+    "auto": Mode("auto", True, "auto", fuse=True),  # what `resnets train` / `resnets eval` do by default
+    "compiled": Mode("compiled", True, "auto", compile=True, fuse=True),
 }
 DEFAULT_MODELS = (
     "resnet20",
@@ -49,8 +53,11 @@ DEFAULT_MODELS = (
     "highway56",
     "resnet50",
 )
-# resnet50 trains at 128×128 here (224×224 training is impractical on two cores); it infers at 224.
+# resnet50 trains at 128×128 here (224×224 training is impractical on two cores); it infers at 224,
+# in batches of 32 and with fewer timed steps, so that one row takes seconds, not minutes.
 TRAIN_SIZE = {"resnet50": 128}
+BATCH = {"resnet50": 32}
+STEPS = {"resnet50": 2}
 
 
 @dataclass
@@ -61,8 +68,8 @@ class Row:
     mode: str
     precision: str
     train_size: int
-    train_ips: float
-    train_gflops: float
+    train_ips: float | None
+    train_gflops: float | None
     infer_size: int
     infer_ips: float
     infer_gflops: float
@@ -109,7 +116,9 @@ def _peak_memory_mb(device: torch.device) -> float | None:
     return None
 
 
-def _rate(step: Callable[[], None], batch: int, steps: int, repeats: int, device: torch.device) -> float:
+def median_rate(
+    step: Callable[[], None], batch: int, steps: int, repeats: int, device: torch.device
+) -> float:
     """Median images/s over `repeats` timings of `steps` calls (after three warm-up calls)."""
     for _ in range(3):
         step()
@@ -128,13 +137,14 @@ def measure(
     name: str,
     mode: Mode,
     *,
-    batch: int = 128,
-    infer_batch: int = 256,
-    steps: int = 5,
+    batch: int | None = None,
+    infer_batch: int | None = None,
+    steps: int | None = None,
     repeats: int = 3,
     device: torch.device | None = None,
 ) -> Row:
-    """Training and inference throughput of model `name` in `mode` on synthetic data."""
+    """Training and inference throughput of model `name` in `mode` on synthetic data (batches of
+    128 and 256 and 5 timed steps unless given, fewer for the large models)."""
     device = device or pick_device("auto")
     spec = get_spec(name)
     precision = pick_precision(mode.precision, device, spec.family)
@@ -144,6 +154,9 @@ def measure(
     torch.manual_seed(0)
     model = create_model(name).to(device, memory_format=fmt)
     net = torch.compile(model) if mode.compile else model
+    batch = batch or BATCH.get(name, 128)
+    infer_batch = infer_batch or BATCH.get(name, 256)
+    steps = steps or STEPS.get(name, 5)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(batch, c, train_size, train_size, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, spec.num_classes, (batch,), device=device)
@@ -157,17 +170,18 @@ def measure(
 
     _reset_peak_memory(device)
     model.train()
-    train_ips = _rate(train_step, batch, steps, repeats, device)
+    train_ips = median_rate(train_step, batch, steps, repeats, device) if mode.train else None
     peak = _peak_memory_mb(device)
 
     xi = torch.randn(infer_batch, c, h, h, device=device).contiguous(memory_format=fmt)
-    model.eval()
+    options = InferenceOptions(mode.precision, mode.channels_last, fuse=mode.fuse, compile=mode.compile)
+    infer_net, _ = prepare_inference(model, device, options, spec.family)
 
     def infer_step() -> None:
         with torch.inference_mode(), autocast(device, precision):
-            net(xi)
+            infer_net(xi)
 
-    infer_ips = _rate(infer_step, infer_batch, steps, repeats, device)
+    infer_ips = median_rate(infer_step, infer_batch, steps, repeats, device)
     # Training costs about three forward passes (forward, and backward for inputs and weights).
     train_flops = 3 * count_flops(model, (c, train_size, train_size))
     infer_flops = count_flops(model, (c, h, h))
@@ -177,7 +191,7 @@ def measure(
         precision,
         train_size,
         train_ips,
-        train_ips * train_flops / 1e9,
+        None if train_ips is None else train_ips * train_flops / 1e9,
         h,
         infer_ips,
         infer_ips * infer_flops / 1e9,
@@ -201,9 +215,9 @@ def format_row(r: Row, peaks: dict[str, float]) -> str:
         r.mode,
         r.precision,
         str(r.train_size),
-        f"{r.train_ips:,.0f}",
-        f"{r.train_gflops:,.1f}",
-        f"{100 * r.train_gflops / peak:.1f}%",
+        "–" if r.train_ips is None else f"{r.train_ips:,.0f}",
+        "–" if r.train_gflops is None else f"{r.train_gflops:,.1f}",
+        "–" if r.train_gflops is None else f"{100 * r.train_gflops / peak:.1f}%",
         str(r.infer_size),
         f"{r.infer_ips:,.0f}",
         f"{r.infer_gflops:,.1f}",
@@ -220,10 +234,11 @@ def format_table(rows: Sequence[Row], peaks: dict[str, float]) -> str:
 
 def run_benchmark(
     models: Sequence[str] = DEFAULT_MODELS,
-    modes: Sequence[str] = ("fp32", "channels_last", "bf16", "auto"),
+    modes: Sequence[str] = ("fp32", "channels_last", "bf16", "unfused", "auto"),
     *,
     smoke: bool = False,
-    batch: int = 128,
+    batch: int | None = None,
+    steps: int | None = None,
     print_fn: Callable[[str], None] = print,
 ) -> str:
     """Measure every (model, mode) and print the machine, versions, peaks and the table row by row;
@@ -245,7 +260,12 @@ def run_benchmark(
         f"matmul peak ({size}×{size}, same run): fp32 {peaks['fp32']:,.0f} GFLOP/s, "
         f"bf16 {peaks['bf16']:,.0f} GFLOP/s"
     )
-    kwargs = {"batch": 8, "infer_batch": 8, "steps": 1, "repeats": 1} if smoke else {"batch": batch}
+    kwargs = (
+        {"batch": 8, "infer_batch": 8, "steps": 1, "repeats": 1}
+        if smoke
+        else {"batch": batch, "steps": steps}
+    )
+
     print_fn(TABLE_HEADER)
     rows = []
     for name in models:

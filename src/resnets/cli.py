@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from resnets.errors import ConfigError, ResnetsError
 from resnets.info import ModelInfo, model_info
@@ -130,11 +131,37 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inference_options(args: argparse.Namespace) -> Any:
+    from resnets.inference import InferenceOptions
+
+    return InferenceOptions(
+        precision=args.precision, channels_last=args.channels_last, fuse=args.fuse, compile=args.compile
+    )
+
+
+def _add_inference_flags(p: argparse.ArgumentParser, precision: str) -> None:
+    p.add_argument(
+        "--device", default="auto" if precision == "auto" else "cpu", help="auto | cpu | cuda | cuda:N"
+    )
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=precision)
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile with frozen weights (~1 min to compile)"
+    )
+    p.add_argument("--no-fuse", dest="fuse", action="store_false", help="keep batch norms separate")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """`resnets eval`: metrics of a saved model on a dataset's test split, printed and saved."""
     from resnets.inference import evaluate, weights_path
 
-    metrics = evaluate(args.path, data=args.data, data_dir=args.data_dir, device=args.device)
+    metrics = evaluate(
+        args.path,
+        data=args.data,
+        data_dir=args.data_dir,
+        device=args.device,
+        options=_inference_options(args),
+    )
     short = {k: v for k, v in metrics.items() if k not in ("confusion_matrix", "per_class_accuracy")}
     print(json.dumps(short, indent=1))
     out = weights_path(args.path).with_name(
@@ -149,7 +176,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """`resnets predict`: top-k classes of image files."""
     from resnets.inference import predict
 
-    for p in predict(args.path, args.images, top_k=args.top_k):
+    options = _inference_options(args)
+    for p in predict(args.path, args.images, top_k=args.top_k, options=options, device=args.device):
         print(p.file)
         for name, prob in p.top:
             print(f"  {prob:7.2%}  {name}")
@@ -165,11 +193,74 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiment_settings(args: argparse.Namespace, name: str) -> Any:
+    from resnets.analysis.experiments import Settings
+
+    out = Path(args.out) if args.out else Path("experiments") / (name + ("-quick" if args.quick else ""))
+    return Settings(
+        quick=args.quick,
+        out=out,
+        data=getattr(args, "data", None),
+        data_dir=args.data_dir,
+        seeds=args.seeds,
+        depths=args.depths,
+        budget=args.budget,
+        device=args.device,
+        precision=args.precision,
+        recipe=getattr(args, "recipe", None),
+        argv=["resnets", *sys.argv[1:]],
+    )
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    """`resnets experiment NAME`: run one experiment, write results.json, figures and report.md."""
+    from resnets.analysis.experiments import run_experiment
+
+    report, path = run_experiment(args.name, _experiment_settings(args, args.name))
+    print(report.table)
+    print()
+    print(report.verdict)
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """`resnets reproduce RECIPE`: a paper's recipe, our error beside the paper's."""
+    from resnets.analysis.experiments import run_experiment
+
+    report, path = run_experiment("reproduce", _experiment_settings(args, f"reproduce-{args.recipe}"))
+    print(report.table)
+    print()
+    print(report.verdict)
+    print(f"report: {path}")
+    return 0
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, e.g. 20,32,44,56; got {text!r}"
+        ) from None
+
+
+def _add_experiment_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="the few-minutes CPU setting (default: the paper's)")
+    p.add_argument("--budget", type=float, help="training epochs per run (fractions allowed)")
+    p.add_argument("--depths", type=_int_list, help="comma-separated depths, e.g. 20,32,44,56")
+    p.add_argument("--seeds", type=_int_list, help="comma-separated seeds (default 0,1 quick; 0,1,2 full)")
+    p.add_argument("--data-dir", help="folder holding the dataset files")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    p.add_argument("--out", help="experiment directory (default experiments/NAME[-quick])")
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """`resnets bench`: training and inference images/s per model and mode, beside the matmul peak."""
     from resnets.bench import run_benchmark
 
-    run_benchmark(args.models, args.modes, smoke=args.smoke, batch=args.batch_size)
+    run_benchmark(args.models, args.modes, smoke=args.smoke, batch=args.batch_size, steps=args.steps)
     return 0
 
 
@@ -221,13 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("path", help="run directory or model .safetensors file")
     e.add_argument("--data", help="dataset (default: the one it was trained on)")
     e.add_argument("--data-dir")
-    e.add_argument("--device", default="auto")
+    _add_inference_flags(e, precision="auto")
     e.set_defaults(func=cmd_eval)
 
     pr = sub.add_parser("predict", help="classify image files with a saved model")
     pr.add_argument("path", help="run directory or model .safetensors file")
     pr.add_argument("images", nargs="+", help="image files")
     pr.add_argument("--top-k", type=_positive_int, default=5, help="how many classes to show")
+    _add_inference_flags(pr, precision="fp32")
     pr.set_defaults(func=cmd_predict)
 
     from resnets.bench import DEFAULT_MODELS, MODES
@@ -237,13 +329,34 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--modes",
         nargs="+",
-        default=["fp32", "channels_last", "bf16", "auto"],
+        default=["fp32", "channels_last", "bf16", "unfused", "auto"],
         choices=list(MODES),
         help="execution modes (compiled takes about a minute per model to compile)",
     )
-    b.add_argument("--batch-size", type=_positive_int, default=128)
+    b.add_argument("--batch-size", type=_positive_int, help="training batch (default 128; resnet50 32)")
+    b.add_argument("--steps", type=_positive_int, help="timed steps per repeat (default 5; resnet50 2)")
     b.add_argument("--smoke", action="store_true", help="tiny sizes and one repeat: checks that it runs")
     b.set_defaults(func=cmd_bench)
+
+    from resnets.analysis.experiments import EXPERIMENTS
+
+    ex = sub.add_parser(
+        "experiment",
+        help="run an experiment: figure, table and verdict",
+        description="\n".join(f"{k}: {v[1]}" for k, v in EXPERIMENTS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ex.add_argument("name", choices=[k for k in EXPERIMENTS if k != "reproduce"])
+    ex.add_argument("--data", help="dataset (default: the experiment's)")
+    _add_experiment_flags(ex)
+    ex.set_defaults(func=cmd_experiment)
+
+    from resnets.analysis.experiments.reproduce import ALIASES, PAPER_ERROR
+
+    rp = sub.add_parser("reproduce", help="train with a paper's recipe; our error beside the paper's")
+    rp.add_argument("recipe", choices=[*PAPER_ERROR, *ALIASES])
+    _add_experiment_flags(rp)
+    rp.set_defaults(func=cmd_reproduce)
 
     pl = sub.add_parser("plot", help="draw loss and error curves of runs (train dashed, test solid)")
     pl.add_argument("runs", nargs="+", help="run directories")

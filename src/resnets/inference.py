@@ -13,9 +13,9 @@ from torch import nn
 from resnets.data import Batches, Normalize, load_dataset
 from resnets.data.images import load_image_tensor
 from resnets.errors import CheckpointError
-from resnets.registry import create_model
+from resnets.registry import create_model, get_spec
 from resnets.train.checkpoint import ModelMeta, load_weights
-from resnets.train.engine import evaluate_batches, pick_device, pick_precision
+from resnets.train.engine import autocast, evaluate_batches, pick_device, pick_precision
 
 
 def weights_path(path: str | Path) -> Path:
@@ -58,16 +58,69 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
     return model.to(device).eval()
 
 
+@dataclass(frozen=True)
+class InferenceOptions:
+    """The levers of the inference path; each is measured by `resnets bench` and can be turned off."""
+
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (CUDA), as for training
+    channels_last: bool = True  # NHWC activations for conv nets
+    fuse: bool = True  # fold each batch norm into the convolution before it
+    compile: bool = False  # torch.compile with weight freezing: pays only for long runs (~1 min to compile)
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of an eval-mode model with every conv → batch-norm pair folded into one convolution
+    (w' = w·γ/σ, b' = (b − μ)·γ/σ + β), by torch.fx's fusion pass. Batch norms that follow anything
+    else (pre-activation blocks, DenseNet layers) stay. A model fx cannot trace is returned unchanged."""
+    from torch.fx.experimental.optimization import fuse
+
+    if model.training:
+        raise ValueError(
+            "fold_batchnorm needs a model in eval mode: training batch norm uses batch statistics"
+        )
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model
+    try:
+        return fuse(model, inplace=False)
+    except (torch.fx.proxy.TraceError, TypeError, NotImplementedError):
+        return model
+
+
+def is_conv_net(model: nn.Module) -> bool:
+    """Whether the model has 2-d convolutions (and so profits from channels_last)."""
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def prepare_inference(
+    model: nn.Module,
+    device: torch.device,
+    options: InferenceOptions = InferenceOptions(),
+    family: str | None = None,
+) -> tuple[nn.Module, str]:
+    """The model as the inference path runs it (eval mode, folded, channels_last, compiled as `options`
+    say) and the precision chosen for it; the original model is left as it was."""
+    model = model.eval().to(device)
+    precision = pick_precision(options.precision, device, family)
+    if options.fuse:
+        model = fold_batchnorm(model)
+    if options.channels_last and is_conv_net(model):
+        model = model.to(memory_format=torch.channels_last)
+    if options.compile:
+        # Freezing turns the weights into constants, so Inductor can fold and pre-pack them for oneDNN.
+        model = torch.compile(model, options={"freezing": True})
+    return model, precision
+
+
 def evaluate(
     path: str | Path,
     data: str | None = None,
     data_dir: str | None = None,
     device: str = "auto",
-    precision: str = "fp32",
     batch_size: int = 512,
+    options: InferenceOptions = InferenceOptions(),
 ) -> dict[str, Any]:
     """Test-set metrics (loss, top-1/top-5, per-class accuracy, confusion matrix) of a saved model on
-    `data` (default: the dataset it was trained on)."""
+    `data` (default: the dataset it was trained on), through the inference path `options` describe."""
     dev = pick_device(device)
     model = load_model(path, dev)
     meta: ModelMeta = model.meta  # type: ignore[assignment]
@@ -88,11 +141,10 @@ def evaluate(
             f"but {name} has {list(splits.image_shape)}"
         )
     batches = Batches(splits.test, batch_size, shuffle=False, drop_last=False, device=dev)
-    normalize = Normalize(meta.mean, meta.std).to(dev)
-    metrics = evaluate_batches(
-        model, batches, normalize, meta.num_classes, dev, pick_precision(precision, dev), per_class=True
-    )
-    return {"model": meta.model, "dataset": name, **metrics}
+    net, precision = prepare_inference(model, dev, options, get_spec(meta.model).family)
+    normalize = Normalize(meta.mean, meta.std, options.channels_last and is_conv_net(model)).to(dev)
+    metrics = evaluate_batches(net, batches, normalize, meta.num_classes, dev, precision, per_class=True)
+    return {"model": meta.model, "dataset": name, "precision": precision, **metrics}
 
 
 @dataclass
@@ -103,17 +155,33 @@ class Prediction:
     top: list[tuple[str, float]]  # (class name, probability), most likely first
 
 
-@torch.no_grad()
-def predict(path: str | Path, images: Sequence[str | Path], top_k: int = 5) -> list[Prediction]:
+# A few images take milliseconds, so predict defaults to exact fp32 probabilities; the folded batch
+# norms change them only by rounding (~1e-6).
+PREDICT_OPTIONS = InferenceOptions(precision="fp32")
+
+
+@torch.inference_mode()
+def predict(
+    path: str | Path,
+    images: Sequence[str | Path],
+    top_k: int = 5,
+    options: InferenceOptions = PREDICT_OPTIONS,
+    device: str = "cpu",
+) -> list[Prediction]:
     """Classify image files with the preprocessing stored beside the weights: converted to the model's
     channels, resized to its input size, normalised with its training statistics."""
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
-    model = load_model(path)
+    dev = pick_device(device)
+    model = load_model(path, dev)
     meta: ModelMeta = model.meta  # type: ignore[assignment]
+    net, precision = prepare_inference(model, dev, options, get_spec(meta.model).family)
     c, h, w = meta.input_size
-    batch = torch.stack([load_image_tensor(Path(f), c, (h, w)) for f in images])
-    probs = model(Normalize(meta.mean, meta.std)(batch)).softmax(dim=1)
+    batch = torch.stack([load_image_tensor(Path(f), c, (h, w)) for f in images]).to(dev)
+    normalize = Normalize(meta.mean, meta.std, options.channels_last and is_conv_net(model)).to(dev)
+    with autocast(dev, precision):
+        logits = net(normalize(batch))
+    probs = logits.float().softmax(dim=1)
     k = min(top_k, meta.num_classes)
     values, indices = probs.topk(k, dim=1)
     return [

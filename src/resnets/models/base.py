@@ -14,6 +14,9 @@ class ClassifierNet(nn.Module):
     """
 
     classifier_name = "fc"
+    # Whether forward_features returns feature maps to pool. A class attribute rather than a test of
+    # x.dim(), so that torch.fx can trace the model (resnets.inference.fold_batchnorm).
+    spatial_features = True
     num_classes: int
     in_chans: int
     num_features: int
@@ -24,7 +27,7 @@ class ClassifierNet(nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool (if spatial) and classify features; `pre_logits=True` stops before the classifier."""
-        if x.dim() == 4:
+        if self.spatial_features:
             x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
         return x if pre_logits else getattr(self, self.classifier_name)(x)
 

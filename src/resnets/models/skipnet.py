@@ -180,6 +180,8 @@ class SkipLayer(nn.Module):
 class SkipNet(ClassifierNet):
     """A fully connected network with arbitrary skips (see the module docstring); flattens its input."""
 
+    spatial_features = False  # a^L is a vector
+
     classifier_name = "head"
 
     def __init__(

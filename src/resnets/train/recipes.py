@@ -73,8 +73,37 @@ def _highway_mnist(model: str | None) -> dict[str, Any]:
     }
 
 
+def _fast_cifar(model: str | None) -> dict[str, Any]:
+    """The shortest wall time to He et al.'s ResNet-20 accuracy (91.25%) on a CPU: 30 epochs of a
+    one-cycle schedule (Smith & Topin 2019: linear rise over 15% to lr 0.4, linear fall to 0) at
+    batch 256, Nesterov SGD, wd 5e-4 off the norm parameters and biases, label smoothing 0.1
+    (Szegedy et al. 2016) and residual branches that start at zero (Goyal et al. 2017)."""
+    return {
+        "model": {"name": model or "resnet20", "kwargs": {"zero_init_last": True}},
+        "data": {"name": "cifar10", "batch_size": 256},
+        "optim": {
+            "name": "sgd",
+            "lr": 0.4,
+            "momentum": 0.9,
+            "nesterov": True,
+            "weight_decay": 5e-4,
+            "no_decay_norm_bias": True,
+            "label_smoothing": 0.1,
+        },
+        "schedule": {
+            "name": "onecycle",
+            "unit": "fraction",
+            "warmup": 0.15,
+            "warmup_factor": 0.1,
+            "final_factor": 0.0,
+        },
+        "run": {"epochs": 30},
+    }
+
+
 RECIPES: dict[str, Callable[[str | None], dict[str, Any]]] = {
     "quick": _quick,
+    "fast-cifar": _fast_cifar,
     "he2016-cifar": _he2016_cifar,
     "he2016b-preact-cifar": _he2016b_preact,
     "densenet-cifar": _densenet_cifar,
