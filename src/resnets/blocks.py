@@ -14,6 +14,8 @@ torchvision (`conv1`, `bn1`, ..., `downsample`) so that state_dicts load into ea
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -39,6 +41,9 @@ class SkipBlock(nn.Module):
 
     downsample: nn.Module | None
     gate: Gate | None
+    # Set by resnets.analysis.probes to observe the branch F(x), the skip path S(x) and the gate T(x)
+    # at the merge; None (the class default) costs one attribute lookup per block.
+    probe: Callable[[SkipBlock, torch.Tensor, torch.Tensor | None, torch.Tensor | None], None] | None = None
 
     def _build_skip(
         self,
@@ -63,12 +68,15 @@ class SkipBlock(nn.Module):
         self, branch: torch.Tensor, x: torch.Tensor, gate_input: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Combine the branch F(x) with the skip path of `x`; the gate reads `gate_input` (default x)."""
-        if self.downsample is None:
+        carry = None if self.downsample is None else self.downsample(x)
+        gate = None if self.gate is None else self.gate(x if gate_input is None else gate_input)
+        if self.probe is not None:
+            self.probe(self, branch, carry, gate)
+        if carry is None:
             return branch
-        carry = self.downsample(x)
-        if self.gate is None:
+        if gate is None:
             return branch + carry
-        return highway_combine(branch, carry, self.gate(x if gate_input is None else gate_input))
+        return highway_combine(branch, carry, gate)
 
     def zero_init_last(self) -> None:
         """Zero the last scale of the branch so F(x) = 0 and the block starts as its skip path

@@ -16,7 +16,7 @@ import platform
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -198,14 +198,25 @@ class RunLog:
 # ---- the trainer -------------------------------------------------------------------------------
 
 
+# Called at every log interval (after the step's log line) with the trainer and its log: analysis hooks
+# that watch a run (e.g. resnets.analysis.experiments.dynamics) read `trainer.model` and `trainer.step`.
+StepCallback = Callable[["Trainer", "RunLog"], None]
+
+
 class Trainer:
     """Owns everything one run needs; `fit()` trains and writes the run directory."""
 
     def __init__(
-        self, cfg: TrainConfig, run_dir: Path, resume: bool = False, stop_after_steps: int | None = None
+        self,
+        cfg: TrainConfig,
+        run_dir: Path,
+        resume: bool = False,
+        stop_after_steps: int | None = None,
+        callbacks: Sequence[StepCallback] = (),
     ) -> None:
         self.cfg, self.run_dir, self.resume = cfg, run_dir, resume
         self.stop_after_steps = stop_after_steps
+        self.callbacks = list(callbacks)
         self.stop_requested = False
         self.quiet = cfg.run.quiet
 
@@ -457,6 +468,7 @@ class Trainer:
         bar = self._progress(epoch, first)
         t0 = time.perf_counter()
         window_t, window_images = t0, self.images_seen
+        window_hits, window_count = meter.top1.clone(), meter.count
         bar_t = t0
         batch = first
         try:
@@ -480,7 +492,10 @@ class Trainer:
                         self._diverged(epoch)
                     now = time.perf_counter()
                     rate = (self.images_seen - window_images) / max(now - window_t, 1e-9)
+                    # Accuracy over the batches since the last log line (augmented, in training mode).
+                    accuracy = int(meter.top1 - window_hits) / max(1, meter.count - window_count)
                     window_t, window_images = now, self.images_seen
+                    window_hits, window_count = meter.top1.clone(), meter.count
                     lr = self.last_lr
                     log.write(
                         {
@@ -488,10 +503,13 @@ class Trainer:
                             "epoch": epoch + 1,
                             "step": self.step,
                             "loss": value,
+                            "accuracy": accuracy,
                             "lr": lr,
                             "images_per_second": rate,
                         }
                     )
+                    for callback in self.callbacks:
+                        callback(self, log)
                 if self.stop_requested or (
                     self.stop_after_steps is not None and self.step >= self.stop_after_steps
                 ):
@@ -570,6 +588,7 @@ class Trainer:
                     "loss": results[split]["loss"],
                     "accuracy": results[split]["accuracy"],
                     "top5_accuracy": results[split]["top5_accuracy"],
+                    "wall_seconds": self._wall(),  # when this accuracy was known (time to accuracy)
                 }
             )
         # "best" is chosen on the validation split when there is one (He et al. tuned on 45k/5k).
@@ -691,10 +710,12 @@ def train(
     resume: str | Path | None = None,
     stop_after_steps: int | None = None,
     quiet: bool | None = None,
+    callbacks: Sequence[StepCallback] = (),
 ) -> RunResult:
     """Train a model. `config` is a TrainConfig or a nested mapping of overrides on the recipe it names
     (default recipe `quick`); `resume=RUN_DIR` continues a stopped run exactly where it stopped.
-    `stop_after_steps` stops (as Ctrl-C does) after that many steps, leaving a resumable checkpoint."""
+    `stop_after_steps` stops (as Ctrl-C does) after that many steps, leaving a resumable checkpoint;
+    `callbacks` are called at every log interval (see StepCallback)."""
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / "config.yaml").is_file():
@@ -704,12 +725,12 @@ def train(
         cfg = build_config(load_yaml(run_dir / "config.yaml"))
         if quiet is not None:  # a display preference, not part of the run's definition
             cfg.run.quiet = quiet
-        return Trainer(cfg, run_dir, resume=True, stop_after_steps=stop_after_steps).fit()
+        return Trainer(cfg, run_dir, True, stop_after_steps, callbacks).fit()
     if config is None or isinstance(config, dict):
         cfg = resolve_config(flags=config or {})
     else:
         cfg = build_config(config.to_dict())  # validated, and a copy: the caller's object is not changed
-    return Trainer(cfg, prepare_run_dir(cfg), stop_after_steps=stop_after_steps).fit()
+    return Trainer(cfg, prepare_run_dir(cfg), False, stop_after_steps, callbacks).fit()
 
 
 def data_options(cfg: TrainConfig) -> dict[str, Any]:

@@ -1,0 +1,188 @@
+"""What every experiment shares: its settings, training through `resnets.train` (the same code as every
+other run), probe batches from the real data, and figures."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from resnets.data import Normalize, load_dataset
+from resnets.train.config import resolve_config
+from resnets.train.engine import (
+    RunResult,
+    StepCallback,
+    TrainingDiverged,
+    iter_json_lines,
+    pick_device,
+    train,
+)
+
+
+@dataclass
+class Settings:
+    """How an experiment runs; None means the experiment's own default for `quick` or the full setting."""
+
+    quick: bool = True
+    out: Path = Path("experiments")
+    data: str | None = None  # dataset name (default: the experiment's, e.g. cifar10)
+    data_dir: str | None = None
+    seeds: list[int] | None = None
+    depths: list[int] | None = None
+    budget: float | None = None  # training length per run, in epochs (fractions allowed)
+    recipe: str | None = None  # reproduce: which paper's recipe
+    device: str = "auto"
+    precision: str = "auto"
+    argv: list[str] = field(default_factory=lambda: list(sys.argv))
+
+    def pick(self, name: str, quick: Any, full: Any) -> Any:
+        """The setting `name` if given, else the experiment's default for quick or full runs."""
+        value = getattr(self, name)
+        if value is not None:
+            return value
+        return quick if self.quick else full
+
+    @property
+    def command(self) -> str:
+        """The command line that ran the experiment, as a user would type it."""
+        argv = list(self.argv)
+        if argv and argv[0].endswith(("resnets", "__main__.py", "-c")):
+            argv[0] = "resnets"
+        return shlex.join(argv)
+
+    @property
+    def torch_device(self) -> torch.device:
+        return pick_device(self.device)
+
+
+def train_run(
+    settings: Settings,
+    model: str,
+    run_dir: Path,
+    *,
+    recipe: str,
+    data: str,
+    seed: int,
+    epochs: float | None = None,
+    steps: int | None = None,
+    overrides: dict[str, Any] | None = None,
+    callbacks: Sequence[StepCallback] = (),
+    log_points: int | None = None,
+    may_diverge: bool = False,
+) -> RunResult | None:
+    """Train `model` with `recipe` on `data` for `epochs` (fractions become a step count) or exactly
+    `steps` optimizer steps, quietly, into `run_dir`; `overrides` is a nested mapping on top (e.g.
+    {"optim": {"lr": 0.05}}). The schedule spans the run, so a short run still decays. `log_points`
+    logs (and calls `callbacks`) about that many times over the run, whatever its length. With
+    `may_diverge`, a run whose loss becomes NaN (a result, for a very deep plain net) returns None."""
+    from resnets.train.config import deep_merge
+
+    flags: dict[str, Any] = {
+        "model": {"name": model},
+        "data": {"name": data, "data_dir": settings.data_dir},
+        "run": {
+            "seed": seed,
+            "out": str(run_dir),
+            "quiet": True,
+            "device": settings.device,
+            "precision": settings.precision,
+        },
+    }
+    flags = deep_merge(flags, overrides or {})
+    cfg = resolve_config(recipe, flags=flags)
+    if steps is None:
+        if epochs is None:
+            raise ValueError("give epochs or steps")
+        steps = max(1, round(epochs * _steps_per_epoch(cfg)))
+    cfg.run.epochs, cfg.run.max_steps = None, steps
+    if log_points:
+        cfg.run.log_every = max(1, steps // log_points)
+    try:
+        return train(cfg, callbacks=callbacks)
+    except TrainingDiverged:
+        if may_diverge:
+            return None
+        raise
+
+
+def _steps_per_epoch(cfg: Any) -> int:
+    from resnets.train.engine import data_options
+
+    splits = load_dataset(cfg.data.name, **data_options(cfg))
+    return max(1, len(splits.train) // cfg.data.batch_size)
+
+
+def records(run_dir: Path, split: str) -> list[dict[str, Any]]:
+    """The run's metrics.jsonl records of one split (train_step, train, test, val)."""
+    return [r for r in iter_json_lines(Path(run_dir) / "metrics.jsonl") if r.get("split") == split]
+
+
+def probe_batch(
+    data: str, data_dir: str | None, n: int, seed: int = 0, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` training images (normalised as training normalises them) and labels, chosen by `seed`."""
+    splits = load_dataset(data, data_dir=data_dir)
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(splits.train), generator=g)[:n]
+    images, labels = splits.train.images[idx], splits.train.labels[idx]
+    x = Normalize(splits.mean, splits.std)(images)
+    device = device or torch.device("cpu")
+    return x.to(device), labels.to(device)
+
+
+def held_out_split(data: str, data_dir: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole test split, normalised, and its labels."""
+    splits = load_dataset(data, data_dir=data_dir)
+    return Normalize(splits.mean, splits.std)(splits.test.images), splits.test.labels
+
+
+@torch.no_grad()
+def error_rate(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str = "auto", batch: int = 500
+) -> float:
+    """Top-1 error of `model` (eval mode, on its device; bf16 autocast where `precision` picks it) on
+    normalised images `x`."""
+    from resnets.train.engine import autocast, pick_precision
+
+    device = next(model.parameters()).device
+    precision = pick_precision(precision, device)
+    model.eval()
+    wrong = 0
+    for i in range(0, len(x), batch):
+        xb = x[i : i + batch].to(device).contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            wrong += int((model(xb).argmax(1) != y[i : i + batch].to(device)).sum())
+    return wrong / len(x)
+
+
+def figure(ncols: int = 1, nrows: int = 1, size: tuple[float, float] = (5.5, 4.0)) -> tuple[Any, Any]:
+    """A matplotlib figure on the Agg backend (no display needed) and its axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False)
+
+
+def save_figure(fig: Any, out: Path, name: str) -> str:
+    """Save `fig` as out/name (PNG) and close it; returns the file name for the report."""
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def seeds_for(
+    settings: Settings, quick: Sequence[int] = (0, 1), full: Sequence[int] = (0, 1, 2)
+) -> list[int]:
+    """The seeds to run: given ones, else 2 for quick and 3 for the full setting."""
+    return list(settings.pick("seeds", list(quick), list(full)))

@@ -1,0 +1,163 @@
+"""Measurements inside a network: per-layer gradient norms, what each skip block's branch and skip
+path carry, highway gate values, and lesions (a block replaced by its skip path at test time).
+
+Each probe works on any model built from `resnets.blocks` (conv nets) or `SkipNet` (fully connected),
+so the plain, residual and highway twins are measured by the same code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from resnets.blocks import SkipBlock
+from resnets.layers import Gate, ZeroPadShortcut
+
+
+def skip_blocks(model: nn.Module) -> list[tuple[str, SkipBlock]]:
+    """The model's blocks in forward order (residual, plain or highway alike), with their names."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, SkipBlock)]
+
+
+def weight_layers(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """The weights of the main path in depth order: the stem, every conv of every branch (or every
+    layer's W^(l-1,l) in a SkipNet) and the classifier; shortcut projections and gates excluded."""
+    return [
+        (f"{name}.weight", m.weight)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Conv2d | nn.Linear) and not _OFF_MAIN_PATH.intersection(name.split("."))
+    ]
+
+
+_OFF_MAIN_PATH = {"downsample", "gate", "projections"}
+
+
+def gradient_norms(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[float]:
+    """‖∂L/∂W‖ for every main-path weight (see `weight_layers`) after one forward and backward pass of
+    the cross-entropy on a batch, in training mode (batch statistics), in float32."""
+    was_training = model.training
+    model.train()
+    model.zero_grad(set_to_none=True)
+    F.cross_entropy(model(images), labels).backward()
+    norms = [float(w.grad.norm()) if w.grad is not None else 0.0 for _, w in weight_layers(model)]
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return norms
+
+
+@dataclass
+class BranchStats:
+    """Running sums per block: mean per-sample ‖F(x)‖ and ‖S(x)‖ and the mean gate value T(x)."""
+
+    names: list[str]
+    branch: list[float] = field(default_factory=list)
+    skip: list[float | None] = field(default_factory=list)
+    gate: list[float | None] = field(default_factory=list)
+    _sums: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+    _count: dict[int, int] = field(default_factory=dict)
+
+    def ratios(self) -> list[float | None]:
+        """‖F(x)‖ / ‖S(x)‖ per block (None for a plain block, which has no skip path)."""
+        return [None if s is None else b / max(s, 1e-12) for b, s in zip(self.branch, self.skip, strict=True)]
+
+    def _add(self, index: int, branch: torch.Tensor, carry: torch.Tensor | None, gate: torch.Tensor | None):
+        def per_sample(t: torch.Tensor) -> torch.Tensor:
+            return t.detach().float().flatten(1).norm(dim=1).sum()
+
+        zero = branch.new_zeros((), dtype=torch.float32)
+        values = [
+            per_sample(branch),
+            per_sample(carry) if carry is not None else zero - 1,
+            gate.detach().float().mean(dim=tuple(range(1, gate.ndim))).sum()
+            if gate is not None
+            else zero - 1,
+        ]
+        if index in self._sums:
+            self._sums[index] = [a + b for a, b in zip(self._sums[index], values, strict=True)]
+        else:
+            self._sums[index] = values
+        self._count[index] = self._count.get(index, 0) + len(branch)
+
+    def _finish(self) -> None:
+        self.branch, self.skip, self.gate = [], [], []
+        for i in range(len(self.names)):
+            n = max(1, self._count.get(i, 0))
+            b, s, g = (float(v) / n for v in self._sums.get(i, [torch.zeros(())] * 3))
+            self.branch.append(b)
+            self.skip.append(None if s < 0 else s)
+            self.gate.append(None if g < 0 else g)
+
+
+@contextlib.contextmanager
+def record_branches(model: nn.Module) -> Iterator[BranchStats]:
+    """Within the block, every forward pass adds each block's ‖F(x)‖, ‖S(x)‖ and mean T(x) to the
+    returned stats (averaged over samples when the block exits; one host sync, at the end)."""
+    blocks = skip_blocks(model)
+    stats = BranchStats([name for name, _ in blocks])
+    index = {id(b): i for i, (_, b) in enumerate(blocks)}
+
+    def probe(block: SkipBlock, branch: torch.Tensor, carry: torch.Tensor | None, gate: torch.Tensor | None):
+        stats._add(index[id(block)], branch, carry, gate)
+
+    for _, block in blocks:
+        block.probe = probe
+    try:
+        yield stats
+    finally:
+        for _, block in blocks:
+            del block.probe  # back to the class default, None
+        stats._finish()
+
+
+@contextlib.contextmanager
+def record_gates(model: nn.Module) -> Iterator[list[float]]:
+    """Mean transform-gate value T(x) of every highway gate (conv blocks and SkipNet layers alike) over
+    the forward passes made within the block, in forward order; filled in when the block exits."""
+    gates = [m for m in model.modules() if isinstance(m, Gate)]
+    sums: list[list[torch.Tensor]] = [[] for _ in gates]
+    hooks = [
+        g.register_forward_hook(lambda _m, _i, out, k=k: sums[k].append(out.detach().float().mean()))
+        for k, g in enumerate(gates)
+    ]
+    means: list[float] = []
+    try:
+        yield means
+    finally:
+        for h in hooks:
+            h.remove()
+        means.extend(float(torch.stack(s).mean()) if s else float("nan") for s in sums)
+
+
+def skip_path(block: SkipBlock, x: torch.Tensor, out_shape: torch.Size) -> torch.Tensor:
+    """What the block passes on with its branch deleted (Veit et al. 2016): its skip path alone, or for
+    a plain block the parameter-free identity (option A where the shape changes)."""
+    if block.downsample is not None:
+        carry_in = block.relu(block.bn1(x)) if block.preact and block.shortcut_reads_preact else x
+        carry = block.downsample(carry_in)
+    else:
+        stride = x.shape[-1] // out_shape[-1]
+        carry = ZeroPadShortcut(x.shape[1], out_shape[1], stride)(x)
+    return carry if block.preact else torch.relu(carry)
+
+
+@contextlib.contextmanager
+def lesioned(model: nn.Module, indices: Sequence[int]) -> Iterator[None]:
+    """Within the block, the blocks at `indices` (see `skip_blocks`) pass on only their skip path."""
+    blocks = skip_blocks(model)
+    bad = [i for i in indices if not 0 <= i < len(blocks)]
+    if bad:
+        raise IndexError(f"block indices {bad} out of range: the model has {len(blocks)} blocks")
+    hooks = [
+        blocks[i][1].register_forward_hook(lambda m, inputs, out: skip_path(m, inputs[0], out.shape))
+        for i in indices
+    ]
+    try:
+        yield
+    finally:
+        for h in hooks:
+            h.remove()

@@ -1,0 +1,131 @@
+"""An experiment's output: `results.json` (every number), PNG figures and `report.md` (what was run, on
+what machine and versions, the figures, the table and the verdict in one sentence)."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Report:
+    """What one experiment found."""
+
+    name: str
+    title: str
+    command: str  # the exact command that produced it
+    settings: dict[str, Any]  # what was run: models, depths, seeds, budget, data
+    results: dict[str, Any]  # every number
+    table: str  # Markdown
+    verdict: str  # one sentence, decided from the numbers
+    figures: list[str] = field(default_factory=list)  # PNG file names in the experiment directory
+    notes: list[str] = field(default_factory=list)  # caveats: shortened budgets, departures from the paper
+    environment: dict[str, Any] = field(default_factory=dict)
+
+
+def environment(device: torch.device | None = None) -> dict[str, Any]:
+    """The machine, versions and threads a result was measured with."""
+    from resnets import __version__
+
+    env = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()} {platform.processor()}".strip(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "resnets": __version__,
+        "threads": torch.get_num_threads(),
+        "device": str(device or "cpu"),
+    }
+    if device is not None and device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
+        if commit.returncode == 0:
+            env["commit"] = commit.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return env
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value; nan when a value is not finite, e.g.
+    the infinite loss of a diverged run)."""
+    values = list(values)
+    if not all(math.isfinite(v) for v in values):
+        return sum(values) / len(values), math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def pm(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> str:
+    """'mean ± std' of `values` × `scale`, or the single value."""
+    m, s = mean_std([v * scale for v in values])
+    return f"{m:.{digits}f} ± {s:.{digits}f}" if len(values) > 1 else f"{m:.{digits}f}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None) -> str:
+    """A Markdown table; `align` is one character per column ('l' or 'r', default: r except the first)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    rule = ["---:" if a == "r" else "---" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(rule) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_report(report: Report, out: str | Path) -> Path:
+    """Write results.json and report.md into `out` (created); returns the report's path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(asdict(report), indent=1, default=_jsonable) + "\n")
+    env = report.environment
+    lines = [
+        f"# {report.title}",
+        "",
+        f"**Verdict.** {report.verdict}",
+        "",
+        "```",
+        report.command,
+        "```",
+        "",
+        "Run on " + ", ".join(f"{k} {v}" for k, v in env.items()) + ".",
+        "",
+        "Settings: " + "; ".join(f"{k} = {_short(v)}" for k, v in report.settings.items()) + ".",
+        "",
+        report.table,
+        "",
+    ]
+    lines += [f"![{Path(f).stem}]({f})\n" for f in report.figures]
+    if report.notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in report.notes] + [""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")

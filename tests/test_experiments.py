@@ -1,0 +1,162 @@
+"""Experiments: each one's machinery on tiny real-format data in seconds (files written, numbers finite),
+and the verdict logic on constructed inputs."""
+
+import json
+import math
+
+import pytest
+
+import resnets
+from formats import write_cifar10, write_mnist
+from resnets.analysis.experiments import EXPERIMENTS, Settings, run_experiment
+from resnets.analysis.experiments.degradation import degrades, final_train_error
+from resnets.analysis.experiments.dynamics import phase_means
+from resnets.analysis.experiments.gradients import first_last_ratio, spread
+from resnets.analysis.experiments.highway import trains
+from resnets.analysis.experiments.lesion import downsampling
+from resnets.analysis.experiments.reproduce import models_for
+from resnets.analysis.report import Report, markdown_table, mean_std, pm, write_report
+from resnets.cli import main
+from resnets.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_cifar10(root, "bin", per_file=32)
+    write_mnist(root, n_train=256, n_test=32)
+    return str(root)
+
+
+def _check_outputs(out, name: str) -> dict:
+    results = json.loads((out / "results.json").read_text())
+    report = (out / "report.md").read_text()
+    assert results["name"] == name and results["verdict"] in report and "torch" in report
+    for fig in results["figures"]:
+        assert (out / fig).stat().st_size > 1000 and f"]({fig})" in report
+    return results
+
+
+# ---- verdict logic on constructed numbers -----------------------------------------------------
+
+
+def test_degradation_verdict_needs_more_than_the_seed_spread() -> None:
+    assert degrades([0.30, 0.32], [0.40, 0.41])  # +0.095, spread 0.014
+    assert not degrades([0.30, 0.32], [0.31, 0.33])  # +0.01 within spread 0.014
+    assert not degrades([0.40, 0.41], [0.30, 0.32])  # deeper is better
+    steps = [{"accuracy": a} for a in [0.1] * 18 + [0.6, 0.8]]
+    assert final_train_error(steps) == pytest.approx(0.3)  # the last tenth: 2 of 20 log lines
+
+
+def test_gradient_ratios_and_highway_training_threshold() -> None:
+    assert first_last_ratio([1e-4, 1e-2, 1.0]) == pytest.approx(1e-4)
+    assert spread([1e-4, 1e-2, 1.0]) == pytest.approx(1e4) and spread([2.0, 2.0]) == 1.0
+    assert trains(0.05) and not trains(2.30) and not trains(math.log(10) / 2)
+
+
+def test_phase_means_compare_first_and_last_fifth() -> None:
+    history = [{"ratio": [float(i), None, float(i)]} for i in range(10)]
+    assert phase_means(history, "ratio") == (0.5, 8.5)
+
+
+def test_lesion_knows_the_downsampling_blocks_and_reproduce_its_tables() -> None:
+    assert downsampling(resnets.create_model("resnet20")) == [3, 6]
+    assert downsampling(resnets.create_model("plain56")) == [9, 18]
+    assert models_for("he2016-cifar", [20, 110]) == ["resnet20", "resnet110"]
+    assert models_for("densenet-cifar", None) == ["densenet_bc100_k12"]
+    with pytest.raises(ConfigError, match="no paper figure for depth 21"):
+        models_for("he2016-cifar", [21])
+
+
+def test_report_files_and_helpers(tmp_path) -> None:
+    assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2))) and mean_std([5.0]) == (5.0, 0.0)
+    assert pm([0.1, 0.3], 100, 1) == "20.0 ± 14.1" and pm([0.5], 100) == "50.00"
+    assert markdown_table(["a", "b"], [[1, 2]]).splitlines() == ["| a | b |", "| --- | ---: |", "| 1 | 2 |"]
+    report = Report("x", "Title", "resnets experiment x", {"seeds": [0, 1]}, {"n": 1}, "| t |", "It holds.")
+    path = write_report(report, tmp_path / "x")
+    text = path.read_text()
+    assert text.startswith("# Title") and "**Verdict.** It holds." in text and "seeds = 0, 1" in text
+    assert json.loads((tmp_path / "x" / "results.json").read_text())["results"] == {"n": 1}
+
+
+# ---- each experiment on tiny data -------------------------------------------------------------
+
+
+def test_backprop_experiment_agrees_on_trained_nets(tmp_path) -> None:
+    settings = Settings(
+        quick=True, out=tmp_path / "bp", budget=0.5, argv=["resnets", "experiment", "backprop"]
+    )
+    report, _ = run_experiment("backprop", settings)
+    results = _check_outputs(tmp_path / "bp", "backprop")
+    assert report.results["agree"] and results["results"]["max_relative_error"] < 1e-10
+    kinds = {row.split("|")[3].strip() for row in report.table.splitlines()[2:]}
+    expected = {
+        "W^(2,4) projection skip",
+        "W^(3,5) dense skip",
+        "W^(2,5) dense skip",
+        "W_T^6 gate",
+        "W^(5,6) own",
+    }
+    assert expected <= kinds
+
+
+@pytest.mark.slow
+def test_lesion_and_reproduce_experiments_on_tiny_cifar(tmp_path, data_dir) -> None:
+    common = {"quick": True, "data_dir": data_dir, "seeds": [0, 1], "budget": 1.0, "precision": "fp32"}
+    report, _ = run_experiment("lesion", Settings(out=tmp_path / "lesion", **common))
+    results = _check_outputs(tmp_path / "lesion", "lesion")
+    for kind in ("residual", "plain"):
+        for r in results["results"][kind]:
+            assert len(r["single"]) == 9 and all(0 <= e <= 1 for e in r["single"])
+            assert r["downsampling"] == [3, 6] and set(r["several"]) == {"1", "2", "3", "4"}
+    report, _ = run_experiment(
+        "reproduce", Settings(out=tmp_path / "rep", depths=[20], recipe="he2016-cifar", **common)
+    )
+    assert report.verdict.startswith("SHORTENED RUN (1.0 of 164 epochs)")
+    assert len(report.results["errors"]["resnet20"]) == 2
+
+
+@pytest.mark.slow
+def test_degradation_gradients_highway_and_dynamics_on_tiny_data(tmp_path, data_dir) -> None:
+    common = {"quick": True, "data_dir": data_dir, "seeds": [0, 1], "precision": "fp32"}
+    run_experiment("degradation", Settings(out=tmp_path / "deg", depths=[20, 32], budget=2.0, **common))
+    errors = _check_outputs(tmp_path / "deg", "degradation")["results"]["errors"]
+    assert set(errors) == {"plain20", "plain32", "residual20", "residual32"}
+    assert all(0 <= e <= 1 for v in errors.values() for e in v["train"] + v["test"])
+
+    run_experiment("gradients", Settings(out=tmp_path / "grad", depths=[20], budget=2, **common))
+    runs = _check_outputs(tmp_path / "grad", "gradients")["results"]["runs"]
+    assert len(runs["conv/plain20"][0]["init"]) == 20 and len(runs["mlp/highway100"][0]["init"]) == 101
+    for seeds in runs.values():
+        for r in seeds:  # a diverged run (NaN loss) has no gradients after training, and says so
+            after = [] if r["diverged"] else r["trained"]
+            assert all(math.isfinite(n) and n >= 0 for n in r["init"] + after)
+            assert not r["diverged"] or all(math.isnan(n) for n in r["trained"])
+
+    run_experiment("highway", Settings(out=tmp_path / "hw", depths=[3, 10], budget=2.0, **common))
+    gates = _check_outputs(tmp_path / "hw", "highway")["results"]["gate_means"]
+    assert len(gates["10"][0]) == 9 and all(0 < g < 1 for g in gates["10"][0])
+
+    run_experiment("skip-dynamics", Settings(out=tmp_path / "dyn", depths=[20], budget=10.0, **common))
+    histories = _check_outputs(tmp_path / "dyn", "skip-dynamics")["results"]["histories"]
+    assert len(histories["residual"][0]) >= 2 and len(histories["highway"][0][0]["gate"]) == 9
+
+
+def test_cli_lists_experiments_and_runs_one(tmp_path, capsys) -> None:
+    assert set(EXPERIMENTS) == {
+        "degradation",
+        "gradients",
+        "highway",
+        "skip-dynamics",
+        "lesion",
+        "backprop",
+        "reproduce",
+    }
+    out = tmp_path / "bp"
+    assert main(["experiment", "backprop", "--quick", "--budget", "0.2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "agree with autograd" in printed and (out / "report.md").is_file()
+    with pytest.raises(SystemExit):
+        main(["experiment", "nonsense"])
+    with pytest.raises(SystemExit):
+        main(["reproduce", "he2016-cifar", "--depths", "20,x"])

@@ -1,0 +1,107 @@
+"""Probes inside networks: gradient norms per layer, branch/skip norms, gates, lesions."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import resnets
+from resnets.analysis.probes import (
+    gradient_norms,
+    lesioned,
+    record_branches,
+    record_gates,
+    skip_blocks,
+    weight_layers,
+)
+from resnets.layers import ZeroPadShortcut
+
+
+@pytest.mark.parametrize(("name", "layers"), [("resnet20", 20), ("plain56", 56), ("highway20", 20)])
+def test_main_path_weight_layers_are_the_papers_depth(name: str, layers: int) -> None:
+    # He et al. count the stem conv, two convs per block and the classifier: 6n + 2.
+    found = weight_layers(resnets.create_model(name))
+    assert len(found) == layers
+    assert found[0][0] == "conv1.weight" and found[-1][0] == "fc.weight"
+
+
+def test_fully_connected_weight_layers_are_the_hidden_layers_and_the_head() -> None:
+    found = weight_layers(resnets.create_model("highway_mlp", depth=7))
+    assert len(found) == 8 and all("gate" not in name for name, _ in found)
+
+
+def test_gradient_norms_match_autograd_computed_by_hand() -> None:
+    model = resnets.create_model("resnet20")
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    norms = gradient_norms(model, x, y)
+    model.train()
+    F.cross_entropy(model(x), y).backward()
+    expected = [
+        model.conv1.weight.grad.norm(),
+        model.layer3[2].conv2.weight.grad.norm(),
+        model.fc.weight.grad.norm(),
+    ]
+    names = [n for n, _ in weight_layers(model)]
+    got = [norms[names.index(n)] for n in ("conv1.weight", "layer3.2.conv2.weight", "fc.weight")]
+    torch.testing.assert_close(torch.tensor(got), torch.stack(expected))
+
+
+def test_branch_norms_match_the_block_computed_by_hand() -> None:
+    model = resnets.create_model("resnet20").eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad(), record_branches(model) as stats:
+        model(x)
+    block = model.layer1[0]
+    with torch.no_grad():
+        h = model.relu(model.bn1(model.conv1(x)))  # the stem's output, the first block's input
+        branch = block.bn2(block.conv2(block.relu(block.bn1(block.conv1(h)))))
+    expected_branch = branch.flatten(1).norm(dim=1).mean()
+    expected_skip = h.flatten(1).norm(dim=1).mean()
+    assert stats.branch[0] == pytest.approx(float(expected_branch), rel=1e-5)
+    assert stats.skip[0] == pytest.approx(float(expected_skip), rel=1e-5)
+    assert stats.ratios()[0] == pytest.approx(float(expected_branch / expected_skip), rel=1e-5)
+    assert len(stats.names) == 9 and all(g is None for g in stats.gate)
+    assert block.probe is None  # the probe is removed on exit
+
+
+def test_plain_blocks_have_no_skip_and_highway_gates_start_closed() -> None:
+    plain_model = resnets.create_model("plain20").eval()
+    with torch.no_grad(), record_branches(plain_model) as plain:
+        plain_model(torch.randn(2, 3, 32, 32))
+    assert plain.ratios() == [None] * 9 and plain.branch[0] > 0
+    model = resnets.create_model("highway20").eval()
+    with torch.no_grad(), record_branches(model) as stats, record_gates(model) as gates:
+        model(torch.randn(4, 3, 32, 32))
+    # Gate bias −3 at init: T = σ(W x − 3) ≈ σ(−3) = 0.047 when W x is small.
+    assert all(0.01 < g < 0.15 for g in stats.gate) and len(gates) == 9
+    assert gates == pytest.approx(stats.gate, rel=1e-5)
+
+
+def test_lesion_of_a_zero_branch_changes_nothing_and_restores_on_exit() -> None:
+    model = resnets.create_model("resnet20", zero_init_last=True).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        intact = model(x)
+        with lesioned(model, range(9)):
+            deleted = model(x)
+    torch.testing.assert_close(deleted, intact, rtol=0, atol=0)  # F(x) = 0: the block is its skip
+    model = resnets.create_model("resnet20").eval()
+    with torch.no_grad():
+        before = model(x)
+        with lesioned(model, [4]):
+            changed = model(x)
+        after = model(x)
+    assert not torch.allclose(changed, before) and torch.equal(after, before)
+    with pytest.raises(IndexError, match="9 blocks"), lesioned(model, [9]):
+        pass
+
+
+def test_a_fully_lesioned_plain_net_is_stem_identities_pool_and_classifier() -> None:
+    model = resnets.create_model("plain20").eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        with lesioned(model, range(len(skip_blocks(model)))):
+            got = model(x)
+        h = model.relu(model.bn1(model.conv1(x)))
+        h = ZeroPadShortcut(32, 64, 2)(ZeroPadShortcut(16, 32, 2)(h))
+        expected = model.fc(h.mean(dim=(2, 3)))
+    torch.testing.assert_close(got, expected)
