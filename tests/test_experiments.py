@@ -12,7 +12,7 @@ from resnets.analysis.experiments import EXPERIMENTS, Settings, run_experiment
 from resnets.analysis.experiments.degradation import degrades, final_train_error
 from resnets.analysis.experiments.dynamics import phase_means
 from resnets.analysis.experiments.gradients import first_last_ratio, spread
-from resnets.analysis.experiments.highway import trains
+from resnets.analysis.experiments.highway import carry_gate_bias, trains
 from resnets.analysis.experiments.lesion import downsampling
 from resnets.analysis.experiments.reproduce import models_for
 from resnets.analysis.report import Report, markdown_table, mean_std, pm, write_report
@@ -46,6 +46,13 @@ def test_degradation_verdict_needs_more_than_the_seed_spread() -> None:
     assert not degrades([0.40, 0.41], [0.30, 0.32])  # deeper is better
     steps = [{"accuracy": a} for a in [0.1] * 18 + [0.6, 0.8]]
     assert final_train_error(steps) == pytest.approx(0.3)  # the last tenth: 2 of 20 log lines
+
+
+def test_highway_gate_bias_carries_half_the_input_through_the_stack() -> None:
+    for depth in (10, 100):
+        b = carry_gate_bias(depth)
+        assert (1 - 1 / (1 + math.exp(-b))) ** depth == pytest.approx(0.5)
+    assert carry_gate_bias(100) < carry_gate_bias(10) < 0
 
 
 def test_gradient_ratios_and_highway_training_threshold() -> None:

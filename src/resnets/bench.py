@@ -8,6 +8,8 @@ measures the model's compute path, not data loading or augmentation.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import platform
 import statistics
 import time
@@ -100,6 +102,11 @@ def _reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        # glibc keeps freed memory in the process; hand it back so that the peak resident set measured
+        # next is this row's, not what an earlier, larger model left behind.
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")  # Linux: reset VmHWM (peak resident set)
 
@@ -201,7 +208,7 @@ def measure(
 
 TABLE_HEADER = (
     "| model | mode | precision | train size | train img/s | train GFLOP/s | % peak | infer size | "
-    "infer img/s | infer GFLOP/s | % peak | peak MB |\n"
+    "infer img/s | infer GFLOP/s | % peak | train peak MB |\n"
     "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 

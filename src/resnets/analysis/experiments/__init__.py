@@ -4,6 +4,7 @@ directory (results.json, PNG figures, report.md)."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,5 +41,7 @@ def run_experiment(name: str, settings: Settings) -> tuple[Report, Path]:
     """Run experiment `name` and write its report into `settings.out`; returns the report and its path."""
     if name not in EXPERIMENTS:
         raise ConfigError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
+    # The training runs under OUT/runs belong to the experiment: a rerun replaces them.
+    shutil.rmtree(Path(settings.out) / "runs", ignore_errors=True)
     report = EXPERIMENTS[name][0](settings)
     return report, write_report(report, settings.out)

@@ -97,6 +97,12 @@ def run(settings: Settings) -> Report:
         f"(plain degrades: {plain_degrades}; residual degrades: {residual_degrades})."
     )
     notes = []
+    if min(statistics.fmean(errors[f"{kind}{deep}"]["train"]) for kind in KINDS) > 0.8:
+        notes.append(
+            f"Both {deep}-layer nets are still near chance (90% error) at the end: deep nets sit on a "
+            "plateau for their first few hundred iterations, and this budget ends (and decays the "
+            "learning rate) before they leave it. Give a larger --budget to see degradation."
+        )
     if epochs < 164:
         notes.append(
             f"Shortened: {epochs} epoch(s) of he2016-cifar (its lr milestones kept as fractions of the run); "

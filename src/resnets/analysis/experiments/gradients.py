@@ -24,6 +24,7 @@ from resnets.analysis.experiments.common import (
     seeds_for,
     train_run,
 )
+from resnets.analysis.experiments.highway import model_kwargs
 from resnets.analysis.probes import gradient_norms
 from resnets.analysis.report import Report, environment, markdown_table, pm
 from resnets.registry import create_model
@@ -53,7 +54,7 @@ def measure(
     if family == "conv":
         name, kwargs, recipe = CONV[kind].format(d=depth), {}, "he2016-cifar"
     else:
-        name, kwargs, recipe = MLP[kind], {"depth": depth}, "highway-mnist"
+        name, kwargs, recipe = MLP[kind], model_kwargs(kind, depth), "highway-mnist"
     x, y = probe_batch(data, settings.data_dir, 128, seed=seed)
     in_chans, size = x.shape[1], tuple(x.shape[2:])
     mlp_args = {"input_size": size} if family == "mlp" else {}
