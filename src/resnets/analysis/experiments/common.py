@@ -3,6 +3,7 @@ other run), probe batches from the real data, and figures."""
 
 from __future__ import annotations
 
+import functools
 import shlex
 import sys
 from collections.abc import Sequence
@@ -12,7 +13,7 @@ from typing import Any
 
 import torch
 
-from resnets.data import Normalize, load_dataset
+from resnets.data import DatasetSplits, Normalize, load_dataset
 from resnets.train.config import resolve_config
 from resnets.train.engine import (
     RunResult,
@@ -111,10 +112,15 @@ def train_run(
 
 
 def _steps_per_epoch(cfg: Any) -> int:
-    from resnets.train.engine import data_options
+    train_images = len(_splits(cfg.data.name, cfg.data.data_dir).train) - cfg.data.val_split
+    return max(1, train_images // cfg.data.batch_size)
 
-    splits = load_dataset(cfg.data.name, **data_options(cfg))
-    return max(1, len(splits.train) // cfg.data.batch_size)
+
+@functools.lru_cache(maxsize=2)
+def _splits(data: str, data_dir: str | None) -> DatasetSplits:
+    """The dataset, read once per experiment process: every run, probe batch and step count of an
+    experiment asks for the same one."""
+    return load_dataset(data, data_dir=data_dir)
 
 
 def records(run_dir: Path, split: str) -> list[dict[str, Any]]:
@@ -126,7 +132,7 @@ def probe_batch(
     data: str, data_dir: str | None, n: int, seed: int = 0, device: torch.device | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`n` training images (normalised as training normalises them) and labels, chosen by `seed`."""
-    splits = load_dataset(data, data_dir=data_dir)
+    splits = _splits(data, data_dir)
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(splits.train), generator=g)[:n]
     images, labels = splits.train.images[idx], splits.train.labels[idx]
@@ -137,7 +143,7 @@ def probe_batch(
 
 def held_out_split(data: str, data_dir: str | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The whole test split, normalised, and its labels."""
-    splits = load_dataset(data, data_dir=data_dir)
+    splits = _splits(data, data_dir)
     return Normalize(splits.mean, splits.std)(splits.test.images), splits.test.labels
 
 
