@@ -12,7 +12,15 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from resnets.analysis.experiments.common import Settings, figure, records, save_figure, seeds_for, train_run
+from resnets.analysis.experiments.common import (
+    LINEAR_WARMUP,
+    Settings,
+    figure,
+    records,
+    save_figure,
+    seeds_for,
+    train_run,
+)
 from resnets.analysis.report import Report, environment, markdown_table, mean_std, pm
 
 KINDS = {"plain": "plain{d}", "residual": "resnet{d}"}
@@ -51,6 +59,7 @@ def run(settings: Settings) -> Report:
                     data=data,
                     seed=seed,
                     epochs=epochs,
+                    overrides=LINEAR_WARMUP,
                     log_points=60,
                 )
                 steps, tests = records(run_dir, "train_step"), records(run_dir, "test")
