@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import json
+import os
 import pickle
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +69,37 @@ def write_mnist(folder: Path, gz: bool = True, n_train: int = 12, n_test: int = 
         write_idx(folder / f"{prefix}-labels-idx1-ubyte{ext}", labels)
         out[split] = (images, labels)
     return out
+
+
+class MarkerPayload:
+    """Stands in for an attacker's code: unpickling it with a plain unpickler creates `marker`, through
+    exec (builtins.exec) or a shell (os.system)."""
+
+    def __init__(self, marker: Path, via: str = "exec") -> None:
+        self.marker, self.via = str(marker), via
+
+    def __reduce__(self) -> tuple:
+        if self.via == "os.system":
+            return (os.system, (f"touch {self.marker}",))
+        return (exec, (f"open({self.marker!r}, 'w').close()",))
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A valid 1-bit greyscale PNG of width×height black pixels: a few KB on disk (zeros compress
+    ~1000:1), but width×height bytes once decoded (Pillow keeps one byte per 1-bit pixel)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte 0, then the packed bits
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def safetensors_bytes(header: object, data: bytes = b"", length: int | None = None) -> bytes:
+    """A safetensors file: the 8-byte little-endian header length (`length` to lie about it), the
+    JSON header, then the data."""
+    text = json.dumps(header).encode()
+    return struct.pack("<Q", len(text) if length is None else length) + text + data

@@ -1,7 +1,8 @@
 """Parsers for the official on-disk formats, strict about sizes so a bad file fails clearly.
 
 Nothing here executes code from a file: the CIFAR python batches are unpickled by a loader that
-admits only the NumPy array constructors those files use.
+admits only the NumPy array constructors those files use. Every failure is a DataError that names the
+file; sizes are checked against the file before anything is allocated.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import gzip
 import io
 import pickle
 import struct
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +23,11 @@ CIFAR_IMAGE_BYTES = 3 * 32 * 32
 # Refuse IDX headers that claim more than this many bytes of data (MNIST's largest file is 47 MB):
 # a corrupt or hostile header must not make us allocate.
 MAX_IDX_BYTES = 2**30
+MAX_IDX_DIMS = 8  # MNIST's files have 1 or 3; NumPy allows 64, and a corrupt header may claim 255
+# The official CIFAR files are 30–150 MB; a much larger file is the wrong file, not a dataset to read whole.
+MAX_CIFAR_BYTES = 2**30
+MAX_SHELL_BYTES = 4096  # NumPy pickles an array as an empty shell; CIFAR's shells hold 0 bytes
+REFETCH = "replace it with an intact copy (delete the dataset folder and run again with --download)"
 
 
 def read_cifar_binary(
@@ -28,12 +35,18 @@ def read_cifar_binary(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read an official CIFAR binary batch: records of `label_bytes` label bytes then 3,072 pixel bytes
     (R, G, B planes of 32×32). CIFAR-100 has 2 label bytes (coarse, fine): `label_index=1` picks fine."""
-    raw = np.fromfile(path, dtype=np.uint8)
     record = label_bytes + CIFAR_IMAGE_BYTES
+    try:
+        size = path.stat().st_size
+        if size > MAX_CIFAR_BYTES:
+            raise DataError(f"{path}: {size:,} bytes is far larger than a CIFAR batch; is it the right file?")
+        raw = np.fromfile(path, dtype=np.uint8)
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err})") from None
     if raw.size == 0 or raw.size % record:
         raise DataError(
             f"{path}: {raw.size} bytes is not a whole number of {record}-byte CIFAR records; "
-            "the file is truncated or not a CIFAR binary batch"
+            f"the file is truncated or not a CIFAR binary batch: {REFETCH}"
         )
     raw = raw.reshape(-1, record)
     return raw[:, label_bytes:].reshape(-1, 3, 32, 32).copy(), raw[:, label_index].astype(np.int64)
@@ -48,105 +61,173 @@ def _safe_dtype(*args: object) -> np.dtype:
 
 def _checked_reconstruct(reconstruct: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
     def safe(subtype: type, shape: object, dtype: object) -> np.ndarray:
-        # NumPy pickles an array as an empty shell of `shape` filled by __setstate__; CIFAR's shells
-        # are empty, so a large one can only be an attempt to allocate memory.
-        if subtype is not np.ndarray or int(np.prod(shape)) > 1024:  # type: ignore[call-overload]
+        # NumPy pickles an array as an empty shell of `shape` filled by __setstate__ (whose data must
+        # match the shape, so it is bounded by the file); a large shell can only be an attempt to
+        # allocate memory, by many elements or by a huge item size.
+        checked = _safe_dtype(dtype)
+        count = int(np.prod(shape, dtype=np.float64))  # type: ignore[call-overload]
+        if subtype is not np.ndarray or count * checked.itemsize > MAX_SHELL_BYTES:
             raise DataError(f"refusing an array shell of shape {shape}: not how NumPy pickles a CIFAR batch")
-        return reconstruct(subtype, shape, _safe_dtype(dtype))
+        return reconstruct(subtype, shape, checked)
 
     return safe
 
 
+def _checked_frombuffer(frombuffer: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    # Protocol 5 pickles an array as its bytes (from the file, so bounded by it) plus dtype and shape.
+    def safe(buf: object, dtype: object, shape: object, order: object) -> np.ndarray:
+        return frombuffer(buf, _safe_dtype(dtype), shape, order)
+
+    return safe
+
+
+def _latin1_encode(text: object, encoding: object = "utf-8", errors: object = "strict") -> bytes:
+    # Python 3 pickles bytes at protocols 0–2 as _codecs.encode(str, 'latin1'); no other codec.
+    if not isinstance(text, str) or str(encoding).lower().replace("-", "").replace("_", "") != "latin1":
+        raise DataError(f"refusing _codecs.encode(..., {encoding!r}): only latin1 text encodes pickled bytes")
+    return text.encode("latin1")
+
+
+def _empty_bytes(*args: object) -> bytes:
+    # Python 3 pickles b"" at protocols 0–2 as bytes(); bytes(n) would allocate n bytes.
+    if args:
+        raise DataError("refusing bytes(...) with arguments: pickled bytes come from bytes() or latin1 text")
+    return b""
+
+
 class _ArrayOnlyUnpickler(pickle.Unpickler):
     """Unpickles dicts, lists, strings, numbers and NumPy numeric arrays as NumPy pickles them at
-    protocols 2–4 (as CIFAR's python batches are); any other global is refused."""
+    protocols 0–5 (as CIFAR's python batches are); any other global is refused."""
 
     ALLOWED = frozenset(
         {
             ("numpy.core.multiarray", "_reconstruct"),
             ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy.core.numeric", "_frombuffer"),
+            ("numpy._core.numeric", "_frombuffer"),
             ("numpy", "ndarray"),
             ("numpy", "dtype"),
-            ("_codecs", "encode"),  # how Python 3 pickles bytes at protocol 2
+            ("_codecs", "encode"),
+            ("__builtin__", "bytes"),
+            ("builtins", "bytes"),
         }
     )
 
     def find_class(self, module: str, name: str) -> object:
-        """Resolve only the allowed globals, the NumPy ones through checking wrappers."""
+        """Resolve only the allowed globals, each through a checking wrapper where it could allocate."""
         if (module, name) in self.ALLOWED:
             if name == "_reconstruct":
                 return _checked_reconstruct(super().find_class(module, name))
+            if name == "_frombuffer":
+                return _checked_frombuffer(super().find_class(module, name))
             if name == "dtype":
                 return _safe_dtype
+            if name == "encode":
+                return _latin1_encode
+            if name == "bytes":
+                return _empty_bytes
             return super().find_class(module, name)
         raise DataError(f"refusing to unpickle {module}.{name}: a CIFAR batch holds only arrays and lists")
 
 
-def read_cifar_python(path: Path, label_key: str = "labels") -> tuple[np.ndarray, np.ndarray, dict]:
-    """Read a CIFAR 'python version' batch (as torchvision downloads) safely; returns images NCHW,
-    labels and the whole dict."""
+def _unpickle_dict(path: Path, what: str) -> dict:
+    """The dict pickled in `path` (bytes keys decoded), read by the array-only unpickler."""
     try:
         with open(path, "rb") as f:
-            batch = _ArrayOnlyUnpickler(f, encoding="latin1").load()
+            obj = _ArrayOnlyUnpickler(f, encoding="latin1").load()
     except DataError as err:
-        raise DataError(f"{path}: {err}") from None
-    except Exception as err:
-        raise DataError(f"{path}: not a readable CIFAR python batch ({type(err).__name__}: {err})") from None
-    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+        raise DataError(f"{path}: {err}; {REFETCH}") from None
+    except Exception as err:  # the unpickler fails on a broken file in many ways, none of them ours
+        raise DataError(f"{path}: not a readable {what} ({type(err).__name__}: {err}); {REFETCH}") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: a {what} is a pickled dict, found {type(obj).__name__}; {REFETCH}")
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
+
+
+def read_cifar_python(path: Path, label_key: str = "labels") -> tuple[np.ndarray, np.ndarray, dict]:
+    """Read a CIFAR 'python version' batch (as torchvision downloads) safely; returns images NCHW,
+    labels and the whole dict. The data must be an integer array of N×3072 bytes, the labels N integers."""
+    batch = _unpickle_dict(path, "CIFAR python batch")
     if "data" not in batch or label_key not in batch:
-        raise DataError(f"{path}: a CIFAR python batch needs 'data' and {label_key!r}, found {sorted(batch)}")
-    data = np.asarray(batch["data"], dtype=np.uint8)
-    labels = np.asarray(batch[label_key], dtype=np.int64)
-    if data.ndim != 2 or data.shape[1] != CIFAR_IMAGE_BYTES or len(labels) != len(data):
+        keys = sorted(map(str, batch))[:20]
         raise DataError(
-            f"{path}: expected data of shape (N, 3072) and N labels, got {data.shape} and {len(labels)}"
+            f"{path}: a CIFAR python batch needs 'data' and {label_key!r}, found {keys}; {REFETCH}"
         )
-    return data.reshape(-1, 3, 32, 32), labels, batch
+    data, labels = batch["data"], batch[label_key]
+    # Checked before any conversion: np.asarray of a pickled nested list could be arbitrarily large.
+    if not (isinstance(data, np.ndarray) and data.dtype.kind in "ui" and data.ndim == 2):
+        kind = f"{data.dtype} array" if isinstance(data, np.ndarray) else type(data).__name__
+        raise DataError(f"{path}: 'data' must be a 2-D uint8 array, found a {kind}; {REFETCH}")
+    if isinstance(labels, np.ndarray):
+        ok = labels.ndim == 1 and labels.dtype.kind in "ui"
+    else:
+        ok = isinstance(labels, list | tuple) and all(
+            isinstance(v, int | np.integer) and not isinstance(v, bool) and -(2**63) <= v < 2**63
+            for v in labels
+        )
+    if not ok:
+        raise DataError(f"{path}: {label_key!r} must be a flat list of integers; {REFETCH}")
+    labels = np.asarray(labels, dtype=np.int64)
+    if data.shape[1] != CIFAR_IMAGE_BYTES or len(labels) != len(data) or len(data) == 0:
+        raise DataError(
+            f"{path}: expected data of shape (N, 3072) and N labels, N > 0, got {data.shape} and "
+            f"{len(labels)}; {REFETCH}"
+        )
+    if data.min() < 0 or data.max() > 255:
+        raise DataError(f"{path}: pixel values must lie in 0…255, found {data.min()}…{data.max()}; {REFETCH}")
+    return data.astype(np.uint8).reshape(-1, 3, 32, 32), labels, batch
 
 
 def read_pickled_names(path: Path, key: str) -> list[str]:
     """Class names from a CIFAR python meta file (`batches.meta` or `meta`)."""
-    try:
-        with open(path, "rb") as f:
-            meta = _ArrayOnlyUnpickler(f, encoding="latin1").load()
-        meta = {k.decode() if isinstance(k, bytes) else k: v for k, v in meta.items()}
-        return [n.decode() if isinstance(n, bytes) else str(n) for n in meta[key]]
-    except DataError as err:
-        raise DataError(f"{path}: {err}") from None
-    except Exception as err:
-        raise DataError(f"{path}: not a readable CIFAR meta file ({type(err).__name__}: {err})") from None
+    names = _unpickle_dict(path, "CIFAR meta file").get(key)
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str | bytes) for n in names):
+        raise DataError(f"{path}: {key!r} must be a list of class names; {REFETCH}")
+    return [n.decode("latin1") if isinstance(n, bytes) else n for n in names]
 
 
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (MNIST's format), gzip-compressed or not: magic 0x0000TTDD, DD big-endian
-    uint32 dimensions, then the data."""
-    opener = gzip.open if path.suffix == ".gz" else open
+    """Read an IDX file (MNIST's format), gzip-compressed or not (told by content): magic 0x0000TTDD,
+    DD big-endian uint32 dimensions, then the data."""
     try:
-        with opener(path, "rb") as f:
-            header = f.read(4)
-            if len(header) < 4 or header[:2] != b"\x00\x00" or header[2] not in _IDX_TYPES or header[3] == 0:
-                raise DataError(f"{path}: not an IDX file (bad magic number {header.hex() or 'empty'})")
-            ndim = header[3]
-            dims = struct.unpack(f">{ndim}I", _read_exact(f, 4 * ndim, path))
-            dtype = np.dtype(_IDX_TYPES[header[2]])
-            expected = int(np.prod(dims, dtype=np.float64)) * dtype.itemsize
-            if expected > MAX_IDX_BYTES:
-                raise DataError(f"{path}: header claims dimensions {dims} ({expected:,} bytes); refusing")
-            if opener is open and expected > path.stat().st_size:
-                raise DataError(f"{path}: truncated (header claims {expected:,} bytes of data)")
-            data = _read_exact(f, expected, path)
-            if f.read(1):
-                raise DataError(f"{path}: more data than the header's dimensions {dims}")
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise DataError(f"{path}: cannot read ({err})") from None
+        with open(path, "rb") as raw:
+            gzipped = raw.read(2) == b"\x1f\x8b"
+        with (gzip.open if gzipped else open)(path, "rb") as f:
+            return _read_idx(f, path, None if gzipped else path.stat().st_size)
+    except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError
+        raise DataError(f"{path}: cannot read ({err}); {REFETCH}") from None
+
+
+def _read_idx(f: io.BufferedIOBase, path: Path, file_size: int | None) -> np.ndarray:
+    header = f.read(4)
+    if len(header) < 4 or header[:2] != b"\x00\x00" or header[2] not in _IDX_TYPES or header[3] == 0:
+        raise DataError(f"{path}: not an IDX file (bad magic number {header.hex() or 'empty'}); {REFETCH}")
+    ndim = header[3]
+    if ndim > MAX_IDX_DIMS:
+        raise DataError(f"{path}: header claims {ndim} dimensions (at most {MAX_IDX_DIMS}); {REFETCH}")
+    dims = struct.unpack(f">{ndim}I", _read_exact(f, 4 * ndim, path))
+    dtype = np.dtype(_IDX_TYPES[header[2]])
+    # In floating point: the product of 2**32-sized dims must not overflow before it is compared.
+    expected = float(np.prod(dims, dtype=np.float64)) * dtype.itemsize
+    if expected > MAX_IDX_BYTES:
+        raise DataError(
+            f"{path}: header claims dimensions {dims} ({expected:,.0f} bytes); refusing: "
+            f"that is not an MNIST file; {REFETCH}"
+        )
+    expected = int(expected)
+    if file_size is not None and expected > file_size - 4 - 4 * ndim:
+        raise DataError(f"{path}: truncated (header claims {expected:,} bytes of data); {REFETCH}")
+    data = _read_exact(f, expected, path)
+    if f.read(1):
+        raise DataError(f"{path}: more data than the header's dimensions {dims}; {REFETCH}")
     return np.frombuffer(data, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 
 def _read_exact(f: io.BufferedIOBase, n: int, path: Path) -> bytes:
     data = f.read(n)
     if len(data) != n:
-        raise DataError(f"{path}: truncated (expected {n:,} more bytes, found {len(data):,})")
+        raise DataError(f"{path}: truncated (expected {n:,} more bytes, found {len(data):,}); {REFETCH}")
     return data

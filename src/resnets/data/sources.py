@@ -19,8 +19,8 @@ import torch
 from torch.utils.data import Dataset
 
 from resnets.data.base import Augment, DatasetSplits, ImageData, channel_stats, hold_out
-from resnets.data.formats import read_cifar_binary, read_cifar_python, read_idx, read_pickled_names
-from resnets.data.images import is_grayscale, load_image_tensor, open_image
+from resnets.data.formats import REFETCH, read_cifar_binary, read_cifar_python, read_idx, read_pickled_names
+from resnets.data.images import inspect_image, load_image_tensor
 from resnets.errors import DataError
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -48,6 +48,7 @@ CIFAR_ARCHIVES = {
     ),
 }
 DIGITS_TEST_SIZE = 360  # 20% of 1,797, stratified; fixed so every run tests on the same images
+MAX_LISTED = 10  # skipped files named in a note
 
 
 @dataclass(frozen=True)
@@ -152,43 +153,57 @@ def load_cifar(req: DataRequest, name: str) -> DatasetSplits:
     layout, folder = found
     files = layouts[layout]
     binary = layout.endswith(("bin", "binary"))
+    num_classes = 100 if name == "cifar100" else 10
     parts = {}
     for split in ("train", "test"):
         chunks = []
         for f in files[split]:  # type: ignore[attr-defined]
             if binary:
-                chunks.append(read_cifar_binary(folder / f, *((2, 1) if name == "cifar100" else (1, 0))))
+                chunk = read_cifar_binary(folder / f, *((2, 1) if name == "cifar100" else (1, 0)))
             else:
-                chunks.append(
-                    read_cifar_python(folder / f, "fine_labels" if name == "cifar100" else "labels")[:2]
-                )
+                chunk = read_cifar_python(folder / f, "fine_labels" if name == "cifar100" else "labels")[:2]
+            _check_labels(folder / f, chunk[1], num_classes, split, name)
+            chunks.append(chunk)
         parts[split] = ImageData.from_numpy(
             np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
         )
     classes = _cifar_classes(name, folder, binary)
-    for split, part in parts.items():
-        if int(part.labels.max()) >= len(classes) or int(part.labels.min()) < 0:
-            raise DataError(
-                f"{folder}: {split} labels must lie in 0…{len(classes) - 1}, found {int(part.labels.max())}; "
-                f"is this really {name}?"
-            )
     return _splits(name, parts["train"], parts["test"], classes, Augment(pad=4, flip=True), req)
 
 
+def _check_labels(path: Path, labels: np.ndarray, num_classes: int, split: str, name: str) -> None:
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if len(bad):
+        raise DataError(
+            f"{path}: {split} labels must lie in 0…{num_classes - 1}, found {int(bad[0])} "
+            f"({len(bad)} out of range); is this really {name}? If so, {REFETCH}"
+        )
+
+
 def _cifar_classes(name: str, folder: Path, binary: bool) -> list[str]:
+    """The class names of the meta file, or the defaults if it is absent or lists another number."""
     if name == "cifar10":
-        meta = folder / ("batches.meta.txt" if binary else "batches.meta")
-        if meta.is_file():
-            names = meta.read_text().split() if binary else read_pickled_names(meta, "label_names")
-            if len(names) == 10:
-                return names
-        return list(CIFAR10_CLASSES)
-    meta = folder / ("fine_label_names.txt" if binary else "meta")
+        meta, key = folder / ("batches.meta.txt" if binary else "batches.meta"), "label_names"
+        default = list(CIFAR10_CLASSES)
+    else:
+        meta, key = folder / ("fine_label_names.txt" if binary else "meta"), "fine_label_names"
+        default = [f"class_{i}" for i in range(100)]
     if meta.is_file():
-        names = meta.read_text().split() if binary else read_pickled_names(meta, "fine_label_names")
-        if len(names) == 100:
+        names = _read_names_txt(meta) if binary else read_pickled_names(meta, key)
+        if len(names) == len(default):
             return names
-    return [f"class_{i}" for i in range(100)]
+    return default
+
+
+def _read_names_txt(path: Path) -> list[str]:
+    # The official files are ~1 KB: never read a stray huge file whole.
+    why = "too large for a list of class names"
+    try:
+        if path.stat().st_size <= 2**20:
+            return path.read_bytes().decode("utf-8").split()
+    except (OSError, UnicodeDecodeError) as err:
+        why = f"not a readable list of class names ({err})"
+    raise DataError(f"{path}: {why}; delete it to use the default names")
 
 
 def _download_cifar(name: str, root: Path) -> None:
@@ -243,13 +258,17 @@ def load_mnist_like(req: DataRequest, name: str) -> DatasetSplits:
     for split, (img_stem, lbl_stem) in _IDX_FILES.items():
         img_path, lbl_path = _find_idx(folder, img_stem), _find_idx(folder, lbl_stem)
         images, labels = read_idx(img_path), read_idx(lbl_path)  # type: ignore[arg-type]
-        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels) or not len(images):
             raise DataError(
-                f"{img_path} / {lbl_path}: expected N×H×W images and N labels, "
-                f"got {images.shape} and {labels.shape}"
+                f"{img_path} / {lbl_path}: expected N×H×W images and N labels (N > 0), "
+                f"got {images.shape} and {labels.shape}; {REFETCH}"
             )
-        if images.dtype != np.uint8 or labels.max(initial=0) > 9 or labels.min(initial=0) < 0:
-            raise DataError(f"{img_path} / {lbl_path}: expected uint8 images and labels 0–9")
+        if images.dtype != np.uint8 or labels.dtype != np.uint8:
+            raise DataError(
+                f"{img_path} / {lbl_path}: expected uint8 images and labels, got {images.dtype} and "
+                f"{labels.dtype}; {REFETCH}"
+            )
+        _check_labels(lbl_path, labels, 10, split, name)  # type: ignore[arg-type]
         parts[split] = ImageData.from_numpy(images, labels)
     classes = [str(d) for d in range(10)] if name == "mnist" else list(FASHION_CLASSES)
     flip = name == "fashion-mnist"  # clothes are mirror-symmetric, digits are not
@@ -321,14 +340,13 @@ def load_imagefolder(req: DataRequest, path: str) -> DatasetSplits:
         test_labels = [lb for lb, t in zip(labels, test_mask, strict=True) if t]
         notes.append(f"one folder split into {len(train_files)} training and {len(test_files)} test images")
 
-    # Probe every file (header only): modes decide the channels, sizes the default size; bad files
-    # fail here with their name, or are skipped and counted.
+    # Probe every file (decoded and converted, as training will): modes decide the channels, sizes the
+    # default size; bad files fail here with their name, or are skipped and listed.
     good: dict[Path, tuple[bool, tuple[int, int]]] = {}
     bad: list[Path] = []
     for f in [*train_files, *test_files]:
         try:
-            img = open_image(f)
-            good[f] = (is_grayscale(img), img.size)
+            good[f] = inspect_image(f)
         except DataError as err:
             if not req.skip_bad_images:
                 raise DataError(
@@ -336,7 +354,9 @@ def load_imagefolder(req: DataRequest, path: str) -> DatasetSplits:
                 ) from None
             bad.append(f)
     if bad:
-        notes.append(f"skipped {len(bad)} unreadable file(s), e.g. {bad[0]}")
+        listed = ", ".join(str(f.relative_to(root)) for f in bad[:MAX_LISTED])
+        more = f" and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
+        notes.append(f"skipped {len(bad)} unreadable file(s) (--skip-bad-images): {listed}{more}")
         train_files, train_labels = _drop(train_files, train_labels, good)
         test_files, test_labels = _drop(test_files, test_labels, good)
     if len(classes) < 2:

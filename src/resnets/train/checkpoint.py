@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import shutil
 import tempfile
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from resnets.errors import CheckpointError
@@ -68,8 +67,11 @@ def _fsync_dir(path: Path) -> None:
 
 
 def atomic_write(path: Path, write: Any) -> None:
-    """Call `write(tmp_path)`, fsync the file, then rename it over `path`."""
+    """Call `write(tmp_path)`, fsync the file, then rename it over `path`. Temporary files an earlier
+    writer left when it was killed mid-write are removed first (one writer per path: rank 0)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -93,8 +95,11 @@ def save_weights(path: Path, state_dict: dict[str, torch.Tensor], meta: ModelMet
 
 
 def _refuse_pickle(path: Path) -> None:
-    with open(path, "rb") as f:
-        head = f.read(9)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError as err:
+        raise CheckpointError(f"cannot read weights file {path}: {err}") from None
     # safetensors: an 8-byte little-endian header length, then the JSON header's "{". The length's
     # first byte may be 0x80 too, so only a file without that "{" counts as a pickle (0x80 protocol
     # marker) or a torch.save zip ("PK").
@@ -109,42 +114,120 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelMeta |
     """Read a safetensors weights file and its resnets metadata (None if absent)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"weights file {path} does not exist")
+        raise CheckpointError(f"weights file {path} {'is not a file' if path.exists() else 'does not exist'}")
     _refuse_pickle(path)
+    # safetensors checks the header (its length against the file, at most 100 MB; every tensor's
+    # offsets and dtype) before it allocates, so a tensor's memory is bounded by the file's size.
     try:
         with safe_open(str(path), framework="pt") as f:
             raw_meta = (f.metadata() or {}).get(METADATA_KEY)
         tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+    except Exception as err:  # SafetensorError mostly, but a broken file fails in many ways
         raise CheckpointError(
-            f"{path} is not a valid safetensors file (truncated or corrupt?): {err}"
+            f"{path} is not a valid safetensors file (truncated or corrupt?): {err}. Use an intact copy, "
+            "or the weights.safetensors of another checkpoint of the run"
         ) from None
     meta = None
     if raw_meta:
         try:
-            meta = ModelMeta(**json.loads(raw_meta))
-        except (TypeError, ValueError) as err:
-            raise CheckpointError(f"{path}: unreadable resnets metadata ({err})") from None
+            meta = ModelMeta(**_checked_meta(json.loads(raw_meta)))
+        except (TypeError, ValueError, RecursionError) as err:
+            raise CheckpointError(
+                f"{path}: unreadable resnets metadata ({err}); the file was not written by resnets or is "
+                "damaged. Load its tensors with safetensors.torch.load_file and build the model yourself"
+            ) from None
     return tensors, meta
+
+
+_META_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (str,),
+    "num_classes": (int,),
+    "in_chans": (int,),
+    "input_size": (list,),
+    "mean": (list,),
+    "std": (list,),
+    "classes": (list,),
+    "model_kwargs": (dict,),
+    "dataset": (str, type(None)),
+    "data_seed": (int,),
+}
+
+
+def _checked_meta(meta: object) -> dict[str, Any]:
+    """The metadata as ModelMeta's keyword arguments, each of its declared type (TypeError if not)."""
+    if not isinstance(meta, dict):
+        raise TypeError(f"expected a JSON object, found {type(meta).__name__}")
+    for key, value in meta.items():
+        types = _META_TYPES.get(key)
+        if types is None:
+            raise TypeError(f"unknown field {key!r}")
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise TypeError(f"{key} must be {' or '.join(t.__name__ for t in types)}, got {value!r:.80}")
+    items = {
+        "input_size": (int,),
+        "mean": (int, float),
+        "std": (int, float),
+        "classes": (str,),
+    }
+    for key, types in items.items():
+        if not all(isinstance(v, types) and not isinstance(v, bool) for v in meta.get(key, [])):
+            raise TypeError(f"{key} must be a list of {' or '.join(t.__name__ for t in types)}")
+    return meta
+
+
+def check_torch_zip(path: Path) -> None:
+    """Refuse, before torch.load reads `path`, what would make it allocate more than the file holds:
+    anything but torch.save's zip of stored (uncompressed) records, each within the file."""
+    try:
+        size = path.stat().st_size
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+    except Exception as err:  # BadZipFile, OSError, NotImplementedError (odd zip versions), …
+        # The legacy (pre-1.6) format is a pickle stream whose storage sizes are allocated as declared.
+        raise CheckpointError(
+            f"{path} is not a zip archive as torch.save writes ({err}); it is truncated, not a PyTorch "
+            "file, or in the legacy format, which resnets does not read"
+        ) from None
+    for r in records:
+        if r.compress_type != zipfile.ZIP_STORED or r.file_size > size or r.compress_size > size:
+            raise CheckpointError(
+                f"{path}: record {r.filename!r} is compressed or larger than the file; torch.save never "
+                "writes such records, so the file is damaged or crafted"
+            )
+
+
+# Lines of torch's weights_only errors that advise loading with weights_only=False: never pass those on.
+_TORCH_ADVICE = (
+    "weights only load failed",
+    "please file an issue",
+    "check the documentation",
+    "weights_only",
+)
 
 
 def load_state(path: str | Path) -> dict[str, Any]:
     """Read a training-state file with `torch.load(weights_only=True)`: refuses anything but tensors
-    and plain containers."""
+    and plain containers, in a dict."""
     path = Path(path)
+    if not path.is_file():
+        what = "is not a file" if path.exists() else "does not exist"
+        raise CheckpointError(f"training state {path} {what}")
+    check_torch_zip(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"training state {path} does not exist") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as err:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load fails on a broken or hostile file in many ways
         lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-        reason = next(
-            (ln for ln in lines if "Unsupported global" in ln), lines[0] if lines else type(err).__name__
-        )
+        useful = [ln for ln in lines if not any(a in ln.lower() for a in _TORCH_ADVICE)]
+        reason = next((ln for ln in lines if "unsupported global" in ln.lower()), None)
+        # The first sentence only: the rest tells how to allow-list the class, which we must not.
+        reason = (reason or (useful[0] if useful else type(err).__name__)).split(". ")[0].rstrip(".")
         raise CheckpointError(
             f"{path} could not be loaded safely (it holds objects other than tensors and plain data, or it "
-            f"is truncated): {reason}"
+            f"is truncated): {reason}. Resume from another checkpoint, or start the run afresh"
         ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: a training state is a dict, found {type(state).__name__}")
+    return state
 
 
 def save_checkpoint(
@@ -154,6 +237,8 @@ def save_checkpoint(
     it in with renames. A crash leaves `folder` or `folder.old` complete (load_checkpoint reads either)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
+    for stale in folder.parent.glob(f".{folder.name}.*"):  # left by a writer killed mid-write
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         save_weights(tmp / WEIGHTS_FILE, weights, meta)

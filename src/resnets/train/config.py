@@ -9,6 +9,7 @@ on unknown keys and bad values with the key's name and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -25,6 +26,7 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "multistep", "cosine", "onecycle")
 UNITS = ("epoch", "step", "fraction")
 WARMUP_MODES = ("linear", "constant")
+LR_SCALING = ("none", "linear")
 
 
 @dataclass
@@ -43,7 +45,7 @@ class DataConfig:
     data_dir: str | None = None  # where the dataset's files are ($RESNETS_DATA_DIR or ~/.cache/resnets/data)
     download: bool = False  # fetch the official archive (with its checksum) if missing
     val_split: int = 0  # hold out this many training images for validation (He et al.: 5,000)
-    batch_size: int = 128
+    batch_size: int = 128  # the global batch: split evenly over the processes of a multi-process run
     eval_batch_size: int = 512
     augment: bool = True  # the dataset's standard augmentation (CIFAR: 4-pixel pad-crop + flip)
     crop_padding: int | None = None  # override the augmentation's padding
@@ -68,6 +70,10 @@ class OptimConfig:
     label_smoothing: float = 0.0
     grad_clip: float | None = None  # clip the global gradient norm to this
     ema_decay: float | None = None  # keep an exponential moving average of the weights (e.g. 0.999)
+    # none: `lr` is the lr of the global batch as given; linear: lr × data.batch_size / lr_base_batch
+    # (Goyal et al. 2017's rule, for a global batch other than the one the lr was tuned for).
+    lr_scaling: str = "none"
+    lr_base_batch: int = 256
 
 
 @dataclass
@@ -100,6 +106,7 @@ class RunConfig:
     log_every: int = 50  # steps between loss/accuracy syncs and log lines
     checkpoint_every: int = 1  # epochs between checkpoints
     quiet: bool = False
+    sync_bn: bool = False  # multi-process runs: batch-norm statistics over the global batch
 
 
 @dataclass
@@ -125,6 +132,7 @@ _CHOICES = {
     ("schedule", "warmup_unit"): (*UNITS, None),
     ("schedule", "warmup_mode"): WARMUP_MODES,
     ("run", "precision"): PRECISIONS,
+    ("optim", "lr_scaling"): LR_SCALING,
 }
 
 
@@ -165,20 +173,65 @@ def parse_assignment(text: str) -> dict[str, Any]:
     return out
 
 
+MAX_CONFIG_BYTES = 2**20  # config files are a few KB
+MAX_CONFIG_NODES = 10_000  # values in a config file, every alias expanded (a "billion laughs" has 10^9)
+MAX_CONFIG_DEPTH = 32
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """A config file, read with YAML's safe loader only."""
+    """A config file, read with YAML's safe loader only (no tags that build Python objects), and
+    refused if it is larger, deeper or, with its aliases expanded, bigger than a config can be."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"config file {path} is larger than {MAX_CONFIG_BYTES:,} bytes; is it a config?"
+            )
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path} cannot be read as UTF-8 text: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply to be a config") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+    _check_size(data, path)
     return data
+
+
+def _check_size(data: Any, path: Path) -> None:
+    """Refuse cycles, nesting deeper than MAX_CONFIG_DEPTH and more than MAX_CONFIG_NODES values with
+    aliases expanded: merging, validating and printing a config walk it as if it were a tree."""
+    sizes: dict[int, int] = {}  # id → expanded size of an already measured container
+
+    def size(node: Any, depth: int, open_ids: set[int]) -> int:
+        if not isinstance(node, dict | list):
+            return 1
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in open_ids:
+            raise ConfigError(f"config file {path}: an alias refers to itself; a config must be a tree")
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"config file {path} is nested more than {MAX_CONFIG_DEPTH} levels deep")
+        open_ids.add(id(node))
+        total = 1
+        for child in (*node.keys(), *node.values()) if isinstance(node, dict) else node:
+            total += size(child, depth + 1, open_ids)
+            if total > MAX_CONFIG_NODES:
+                raise ConfigError(
+                    f"config file {path} holds more than {MAX_CONFIG_NODES:,} values once its aliases are "
+                    "expanded; a config is much smaller"
+                )
+        open_ids.discard(id(node))
+        sizes[id(node)] = total
+        return total
+
+    size(data, 0, set())
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
@@ -208,14 +261,16 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             return int(value)
         raise ConfigError(f"{key} must be an integer, got {value!r}")
     if hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        # YAML 1.1 reads 1e-3 (no dot) as a string; inf and nan would poison training silently.
+        number = None
+        if isinstance(value, int | float | str) and not isinstance(value, bool):
             try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key} must be a number, got {value!r}")
+                number = float(value)
+            except (ValueError, OverflowError):
+                number = None
+        if number is not None and math.isfinite(number):
+            return number
+        raise ConfigError(f"{key} must be a{' finite' if number is not None else ''} number, got {value!r}")
     if hint is str:
         if isinstance(value, str):
             return value
@@ -265,6 +320,8 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
 
 def build_config(data: Mapping[str, Any]) -> TrainConfig:
     """Validate a nested mapping into a TrainConfig (choices and ranges included)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"a config is a mapping of sections, got {type(data).__name__}")
     cfg = _build(TrainConfig, data, "")
     for (section, key), allowed in _CHOICES.items():
         value = getattr(getattr(cfg, section), key)
@@ -279,6 +336,7 @@ def build_config(data: Mapping[str, Any]) -> TrainConfig:
         (d.crop_padding is None or d.crop_padding >= 0, "data.crop_padding must be >= 0"),
         (d.image_size is None or d.image_size >= 1, "data.image_size must be >= 1"),
         (o.lr > 0, "optim.lr must be > 0"),
+        (o.lr_base_batch >= 1, "optim.lr_base_batch must be >= 1"),
         (0 <= o.momentum < 1, "optim.momentum must be in [0, 1)"),
         (all(0 <= b < 1 for b in o.betas), "optim.betas must be in [0, 1)"),
         (o.weight_decay >= 0, "optim.weight_decay must be >= 0"),
@@ -321,12 +379,12 @@ def _check_names(cfg: TrainConfig) -> None:
     try:  # the options must fit the builder; on the meta device this allocates nothing
         with torch.device("meta"):
             create_model(cfg.model.name, **cfg.model.kwargs)
-    except (TypeError, ValueError) as err:
+    except Exception as err:  # builders check their options in many ways (TypeError, KeyError, …)
         raise ConfigError(f"model.kwargs {cfg.model.kwargs} do not fit {cfg.model.name}: {err}") from None
     if cfg.run.device != "auto":
         try:
             torch.device(cfg.run.device)
-        except RuntimeError:
+        except (RuntimeError, ValueError, TypeError):
             raise ConfigError(
                 f"run.device must be auto, cpu, cuda or cuda:N, got {cfg.run.device!r}"
             ) from None
@@ -354,9 +412,11 @@ def resolve_config(
     name = "quick"
     for layer in layers:
         name = layer.get("recipe", name)
+    if not isinstance(name, str):
+        raise ConfigError(f"recipe must be a recipe's name, got {name!r}")
     merged: dict[str, Any] = {}
     for layer in layers:
         merged = deep_merge(merged, layer)
     model_name = merged.get("model", {}).get("name") if isinstance(merged.get("model"), Mapping) else None
-    base = recipe_layer(name, model_name)
+    base = recipe_layer(name, model_name if isinstance(model_name, str) else None)
     return build_config(deep_merge(base, {**merged, "recipe": name}))
