@@ -169,9 +169,14 @@ def predict(
     device: str = "cpu",
 ) -> list[Prediction]:
     """Classify image files with the preprocessing stored beside the weights: converted to the model's
-    channels, resized to its input size, normalised with its training statistics."""
+    channels, resized to its input size, normalised with its training statistics. An exported .onnx file
+    runs on ONNX Runtime (see resnets.export.predict_onnx; `options` and `device` do not apply)."""
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if Path(path).suffix.lower() == ".onnx":  # an exported model: ONNX Runtime on the CPU, in fp32
+        from resnets.export import predict_onnx
+
+        return predict_onnx(path, images, top_k)
     dev = pick_device(device)
     model = load_model(path, dev)
     meta: ModelMeta = model.meta  # type: ignore[assignment]
