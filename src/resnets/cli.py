@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -88,6 +89,7 @@ _TRAIN_FLAGS = {
     "compile": "run.compile",
     "channels_last": "run.channels_last",
     "quiet": "run.quiet",
+    "sync_bn": "run.sync_bn",
 }
 
 
@@ -107,6 +109,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from resnets.train.config import resolve_config
     from resnets.train.engine import SUMMARY_KEYS, train
 
+    if args.nproc is not None:
+        from resnets.train.distributed import launch
+
+        return launch(args.nproc, args.argv)
     if args.resume:
         given = [
             f"--{k.replace('_', '-')}"
@@ -125,6 +131,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = resolve_config(args.recipe, args.config or [], _flags_to_layer(args), args.set or [])
         result = train(cfg)
+    if int(os.environ.get("RANK", "0") or 0) != 0:  # under torchrun, rank 0 reports for the job
+        return 0
     s = result.summary
     print(json.dumps({k: s[k] for k in SUMMARY_KEYS}, indent=1))
     print(f"run directory: {result.run_dir}")
@@ -181,6 +189,36 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(p.file)
         for name, prob in p.top:
             print(f"  {prob:7.2%}  {name}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """`resnets export`: a saved model as ONNX, TorchScript or a torch.export program, parity-checked."""
+    from resnets.export import export_model
+
+    r = export_model(args.path, args.format, args.out, opset=args.opset, fuse=args.fuse)
+    opset = f", opset {r.opset}" if r.opset is not None else ""
+    print(f"wrote {r.path}")
+    print(f"format: {r.format}{opset}, batch norms {'folded' if r.fused else 'kept'}, dynamic batch size")
+    sizes = ", ".join(map(str, r.batch_sizes))
+    print(
+        f"parity: max |diff| {r.max_abs_diff:.3g} against the PyTorch fp32 model on batch sizes {sizes} "
+        f"(tolerance {r.tolerance:.3g})"
+    )
+    if r.format == "torchscript":
+        print("note: PyTorch deprecates TorchScript; prefer --format exported-program or onnx")
+    return 0
+
+
+def cmd_import_weights(args: argparse.Namespace) -> int:
+    """`resnets import-weights`: a torchvision/timm state_dict as a resnets model file."""
+    from resnets.convert import import_weights_file
+
+    report = import_weights_file(
+        args.file, args.model, args.out, allow_partial=args.allow_partial, num_classes=args.num_classes
+    )
+    print(report.summary())
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -306,6 +344,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", metavar="KEY=VALUE", help="override any config key, e.g. optim.lr=0.05"
     )
     t.add_argument("--quiet", action="store_true", default=None, help="print only the final summary")
+    t.add_argument(
+        "--sync-bn", action="store_true", default=None, help="multi-process: batch norm over the global batch"
+    )
+    t.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train in N processes on this machine (shortcut for torchrun --standalone --nproc_per_node=N)",
+    )
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a saved model on a dataset's test split")
@@ -316,11 +363,39 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     pr = sub.add_parser("predict", help="classify image files with a saved model")
-    pr.add_argument("path", help="run directory or model .safetensors file")
+    pr.add_argument(
+        "path", help="run directory, model .safetensors file, or .onnx file from `resnets export` (CPU, fp32)"
+    )
     pr.add_argument("images", nargs="+", help="image files")
     pr.add_argument("--top-k", type=_positive_int, default=5, help="how many classes to show")
     _add_inference_flags(pr, precision="fp32")
     pr.set_defaults(func=cmd_predict)
+
+    from resnets.export import FORMATS
+
+    xp = sub.add_parser(
+        "export", help="write a saved model as ONNX, TorchScript or a torch.export program (parity-checked)"
+    )
+    xp.add_argument("path", help="run directory or model .safetensors file")
+    xp.add_argument("--format", choices=list(FORMATS), required=True)
+    xp.add_argument(
+        "--out", help="output file (default: beside the weights, model.onnx / .torchscript.pt / .pt2)"
+    )
+    xp.add_argument("--opset", type=_positive_int, help="ONNX opset (default: the exporter's)")
+    xp.add_argument("--no-fuse", dest="fuse", action="store_false", help="keep batch norms separate")
+    xp.set_defaults(func=cmd_export)
+
+    iw = sub.add_parser(
+        "import-weights", help="convert a torchvision/timm state_dict into a resnets model file"
+    )
+    iw.add_argument("file", help=".safetensors, or .pth/.pt read with torch.load(weights_only=True)")
+    iw.add_argument("--model", required=True, help="resnets model name (see `resnets models`)")
+    iw.add_argument("--out", required=True, help="model .safetensors file to write")
+    iw.add_argument("--num-classes", type=_positive_int, help="classes (default: the file's classifier)")
+    iw.add_argument(
+        "--allow-partial", action="store_true", help="load the matching tensors even if some are missing"
+    )
+    iw.set_defaults(func=cmd_import_weights)
 
     from resnets.bench import DEFAULT_MODELS, MODES
 
@@ -368,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `resnets` console script."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args))
     except ResnetsError as err:

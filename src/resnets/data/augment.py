@@ -14,16 +14,26 @@ import torch.nn.functional as F
 from resnets.data.base import Augment
 
 
-def random_crop_flip(images: torch.Tensor, augment: Augment, generator: torch.Generator) -> torch.Tensor:
+def random_crop_flip(
+    images: torch.Tensor, augment: Augment, generator: torch.Generator, part: tuple[int, int] | None = None
+) -> torch.Tensor:
     """Pad each image with `augment.pad` zeros, take a random crop of the original size and flip it
-    horizontally with probability 1/2 (if `augment.flip`). Randomness comes from `generator` (CPU)."""
+    horizontally with probability 1/2 (if `augment.flip`). Randomness comes from `generator` (CPU).
+    `part=(offset, total)`: `images` are rows offset… of a global batch of `total`; they get the crops
+    those rows get when the whole batch is augmented at once (one process or many, the same images)."""
     n, _, h, w = images.shape
     if augment.pad == 0 and not augment.flip:
         return images
+    offset, total = part or (0, n)
     pad = augment.pad
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    flip = torch.rand(n, generator=generator) < 0.5 if augment.flip else torch.zeros(n, dtype=torch.bool)
+    mine = slice(offset, offset + n)
+    dy = torch.randint(0, 2 * pad + 1, (total,), generator=generator)[mine]
+    dx = torch.randint(0, 2 * pad + 1, (total,), generator=generator)[mine]
+    flip = (
+        torch.rand(total, generator=generator)[mine] < 0.5
+        if augment.flip
+        else torch.zeros(n, dtype=torch.bool)
+    )
     device = images.device
     rows = (dy[:, None] + torch.arange(h)[None]).to(device)  # (n, h)
     cols = dx[:, None] + torch.arange(w)[None]  # (n, w)

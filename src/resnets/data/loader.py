@@ -29,7 +29,8 @@ def _ignore_sigint(worker_id: int) -> None:
 
 
 class Batches:
-    """One epoch of batches at a time; `epoch(e, start=k)` skips the first k batches (for resuming)."""
+    """One epoch of batches at a time; `epoch(e, start=k)` skips the first k batches (for resuming).
+    With `shard=(rank, processes)` each batch is this process's slice of the global batch (drop_last)."""
 
     def __init__(
         self,
@@ -41,6 +42,7 @@ class Batches:
         seed: int = 0,
         device: torch.device | str = "cpu",
         workers: int = 0,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
@@ -48,6 +50,14 @@ class Batches:
         self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
         self.device = torch.device(device)
         self.workers = workers
+        # (rank, processes): every process walks the same global batches and takes its own equal slice
+        # of each, so N processes together see exactly the batches one process would.
+        self.rank, self.processes = shard
+        if batch_size % self.processes:
+            raise DataError(
+                f"the global batch size {batch_size} does not split evenly over {self.processes} processes; "
+                "choose a --batch-size that is a multiple of the number of processes"
+            )
         self.size = len(source)  # type: ignore[arg-type]
         if drop_last and self.size < batch_size:
             raise DataError(
@@ -70,6 +80,9 @@ class Batches:
         order = self._order(epoch)
         bounds = [(i * self.batch_size, min((i + 1) * self.batch_size, self.size)) for i in range(len(self))]
         bounds = bounds[start:]
+        if self.processes > 1:
+            per = self.batch_size // self.processes
+            bounds = [(lo + self.rank * per, lo + (self.rank + 1) * per) for lo, _ in bounds]
         if isinstance(self.source, ImageData):
             order = order.to(self.device)
             for lo, hi in bounds:

@@ -9,6 +9,7 @@ state saved in each checkpoint, so a resumed run continues bit for bit (on the C
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -46,8 +47,19 @@ from resnets.train.checkpoint import (
     save_weights,
 )
 from resnets.train.config import TrainConfig, build_config, load_yaml, resolve_config
+from resnets.train.distributed import (
+    SINGLE,
+    DistInfo,
+    all_reduce_sum,
+    broadcast_text,
+    convert_sync_batchnorm,
+    device_for,
+    from_env,
+    process_group,
+    restart_count,
+)
 from resnets.train.metrics import ClassificationMeter
-from resnets.train.optim import LrSchedule, build_ema, build_optimizer, build_scheduler
+from resnets.train.optim import LrSchedule, build_ema, build_optimizer, build_scheduler, scaled_lr
 
 LAST, BEST = "last", "best"
 # The numbers every summary.json holds (DESIGN.md), first among its other fields.
@@ -195,6 +207,19 @@ class RunLog:
             self.tb.close()
 
 
+class _NoLog(RunLog):
+    """What ranks other than 0 log: nothing (rank 0 writes the run directory)."""
+
+    def __init__(self) -> None:
+        pass
+
+    def write(self, record: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 # ---- the trainer -------------------------------------------------------------------------------
 
 
@@ -213,18 +238,20 @@ class Trainer:
         resume: bool = False,
         stop_after_steps: int | None = None,
         callbacks: Sequence[StepCallback] = (),
+        dist: DistInfo = SINGLE,
     ) -> None:
         self.cfg, self.run_dir, self.resume = cfg, run_dir, resume
         self.stop_after_steps = stop_after_steps
-        self.callbacks = list(callbacks)
+        self.dist = dist
+        self.callbacks = list(callbacks) if dist.is_main else []
         self.stop_requested = False
-        self.quiet = cfg.run.quiet
+        self.quiet = cfg.run.quiet or not dist.is_main
 
     # -- setup
     def _setup(self) -> None:
         cfg = self.cfg
         torch.manual_seed(cfg.run.seed)
-        self.device = pick_device(cfg.run.device)
+        self.device = device_for(self.dist, pick_device(cfg.run.device))
         self.precision = pick_precision(cfg.run.precision, self.device, get_spec(cfg.model.name).family)
         self.data: DatasetSplits = load_dataset(cfg.data.name, **data_options(cfg))
         for note in self.data.notes:
@@ -247,7 +274,23 @@ class Trainer:
             self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format
         )
         self.normalize = Normalize(self.data.mean, self.data.std, self.channels_last).to(self.device)
-        self.net = torch.compile(self.model) if cfg.run.compile else self.model
+        self.net: nn.Module = self.model
+        if self.dist.enabled:
+            if cfg.run.sync_bn:
+                convert_sync_batchnorm(self.model, self.device)
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Rank 0's initial weights are broadcast; gradients are averaged over the processes in
+            # buckets while the backward pass still runs.
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
+        self.net = torch.compile(self.net) if cfg.run.compile else self.net
+        if cfg.data.batch_size % self.dist.world_size:
+            raise ConfigError(
+                f"the global batch size {cfg.data.batch_size} does not split evenly over "
+                f"{self.dist.world_size} processes; choose a --batch-size that is a multiple of it"
+            )
+        self.process_batch = cfg.data.batch_size // self.dist.world_size
 
         self.train_batches = Batches(
             self.data.train,
@@ -257,7 +300,10 @@ class Trainer:
             seed=cfg.run.seed,
             device=self.device,
             workers=cfg.data.workers,
+            shard=(self.dist.rank, self.dist.world_size),
         )
+        # Every process evaluates the whole held-out set (the weights are the same everywhere), so each
+        # knows the best epoch without another collective; only rank 0 writes what it finds.
         self.eval_sets = {"test": self.data.test}
         if self.data.val is not None:
             self.eval_sets["val"] = self.data.val
@@ -281,7 +327,8 @@ class Trainer:
             self.total_steps = cfg.run.epochs * self.steps_per_epoch  # type: ignore[operator]
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
 
-        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.lr = scaled_lr(cfg.optim, cfg.data.batch_size)
+        self.optimizer = build_optimizer(self.model, dataclasses.replace(cfg.optim, lr=self.lr))
         self.schedule = LrSchedule(cfg.schedule, self.total_steps, self.steps_per_epoch)
         self.scheduler = build_scheduler(self.optimizer, self.schedule)
         self.ema = build_ema(self.model, cfg.optim.ema_decay)
@@ -338,6 +385,8 @@ class Trainer:
     def _save(
         self, name: str, epoch: int, batch: int, meter: ClassificationMeter | None, train_seconds: float
     ) -> None:
+        if not self.dist.is_main:
+            return
         save_checkpoint(
             self.run_dir / "checkpoints" / name,
             self.model.state_dict(),
@@ -388,26 +437,37 @@ class Trainer:
                     f"evaluate this one with: resnets eval {self.run_dir}"
                 )
             self._say(f"resuming {self.run_dir} at epoch {start_epoch + 1}, step {self.step}")
-            _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+            if self.dist.is_main:
+                _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
         # TensorBoard hides events at or after purge_step: keep what was logged up to the checkpoint.
-        log = RunLog(self.run_dir, purge_step=self.step + 1 if self.resume else None)
+        log = (
+            RunLog(self.run_dir, purge_step=self.step + 1 if self.resume else None)
+            if self.dist.is_main
+            else _NoLog()
+        )
         self._say(
             f"training {self.cfg.model.name} ({count_params(self.model):,} params) on {self.data.name} "
             f"({len(self.data.train):,} train / {len(self.data.test):,} test), "
             f"{self.device.type} {self.precision}, "
             f"{self.epochs} epochs × {self.steps_per_epoch} steps -> {self.run_dir}"
         )
+        self._say(self._batch_line())
         previous = signal.getsignal(signal.SIGINT)
-        if _main_thread():
+        # Ctrl-C stops after the current step and checkpoints, in one process. Processes of a job would
+        # each stop at a step of their own and leave the others waiting in a collective: there torchrun
+        # handles signals and a restarted job resumes from the last checkpoint.
+        graceful = _main_thread() and not self.dist.enabled
+        if graceful:
             signal.signal(signal.SIGINT, self._on_sigint)
         try:
             epoch = start_epoch - 1  # the last epoch completed, if the loop has nothing left to do
             for epoch in range(start_epoch, self.epochs):
                 meter = ClassificationMeter(self.data.num_classes, self.device)
                 first = start_batch if epoch == start_epoch else 0
-                if saved_meter is not None and epoch == start_epoch:
-                    self._load_meter(meter, saved_meter)
+                if saved_meter is not None and epoch == start_epoch and self.dist.is_main:
+                    self._load_meter(meter, saved_meter)  # the whole job's, summed when it was saved
                 train_seconds = self._train_epoch(epoch, first, meter, log, train_seconds)
+                self._reduce_meter(meter)
                 self.last_train = meter.compute()
                 if not math.isfinite(self.last_train["loss"]):
                     self._diverged(epoch)
@@ -416,6 +476,7 @@ class Trainer:
                     break
             summary = self._finish(self.last_train, train_seconds, epoch)
         except _StopRun as stop:
+            self._reduce_meter(stop.meter)
             if not torch.isfinite(stop.meter.loss_sum):  # never replace a good checkpoint with NaNs
                 self._diverged(stop.epoch)
             self._save(LAST, stop.epoch, stop.batch, stop.meter, stop.train_seconds)
@@ -426,9 +487,32 @@ class Trainer:
             ) from None
         finally:
             log.close()
-            if _main_thread():
+            if graceful:
                 signal.signal(signal.SIGINT, previous)
         return RunResult(self.run_dir, summary, self.model)
+
+    def _batch_line(self) -> str:
+        """The global batch, how it is split, and the lr rule: stated in every run's log."""
+        o, b = self.cfg.optim, self.cfg.data.batch_size
+        rule = (
+            f"lr {self.lr:g} = {o.lr:g} × {b}/{o.lr_base_batch} (linear scaling rule)"
+            if o.lr_scaling == "linear"
+            else f"lr {self.lr:g} for the global batch (optim.lr_scaling none)"
+        )
+        split = f" = {self.dist.world_size} processes × {self.process_batch}" if self.dist.enabled else ""
+        sync = ", batch norm over the global batch" if self.dist.enabled and self.cfg.run.sync_bn else ""
+        return f"global batch {b}{split}{sync}; {rule}"
+
+    def _reduce_meter(self, meter: ClassificationMeter) -> None:
+        """Sum the epoch's training metrics over the processes (every rank then holds the job's)."""
+        if not self.dist.enabled:
+            return
+        count = torch.tensor([meter.count], dtype=torch.float64, device=self.device)
+        loss, top1, top5, confusion, count = all_reduce_sum(
+            [meter.loss_sum, meter.top1, meter.top5, meter.confusion, count]
+        )
+        meter.loss_sum, meter.top1, meter.top5, meter.confusion = loss, top1, top5, confusion
+        meter.count = int(count.item())
 
     def _load_meter(self, meter: ClassificationMeter, saved: dict[str, Any]) -> None:
         meter.loss_sum += saved["loss_sum"].to(self.device)
@@ -475,7 +559,12 @@ class Trainer:
             for batch, (images, labels) in enumerate(self.train_batches.epoch(epoch, first), start=first):
                 if self.step >= self.total_steps:
                     break
-                x = random_crop_flip(images, self.augment, epoch_generator(cfg.run.seed, epoch, batch))
+                x = random_crop_flip(
+                    images,
+                    self.augment,
+                    epoch_generator(cfg.run.seed, epoch, batch),
+                    part=(self.dist.rank * self.process_batch, cfg.data.batch_size),
+                )
                 loss = self._train_step(self.normalize(x), labels, meter)
                 self.step += 1
                 self.images_seen += len(labels)
@@ -625,7 +714,8 @@ class Trainer:
     def _finish(self, train: dict[str, Any], train_seconds: float, epoch: int) -> dict[str, Any]:
         model = self._eval_model()
         test = self._evaluate("test", per_class=True)
-        save_weights(self.run_dir / "model.safetensors", model.state_dict(), self.meta)
+        if self.dist.is_main:
+            save_weights(self.run_dir / "model.safetensors", model.state_dict(), self.meta)
         summary = {
             "model": self.cfg.model.name,
             "dataset": self.data.name,
@@ -643,12 +733,16 @@ class Trainer:
             "precision": self.precision,
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
+            "processes": self.dist.world_size,
+            "global_batch": self.cfg.data.batch_size,
             "machine": platform.machine(),
             "best": self.best,
         }
         if "val" in self.eval_batches:
             val = self._evaluate("val")
             summary["val_accuracy"], summary["val_loss"] = val["accuracy"], val["loss"]
+        if not self.dist.is_main:
+            return summary
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         (self.run_dir / "eval_test.json").write_text(json.dumps(test, indent=1) + "\n")
         try:
@@ -686,13 +780,18 @@ def _main_thread() -> bool:
 # ---- public entry points ------------------------------------------------------------------------
 
 
-def prepare_run_dir(cfg: TrainConfig) -> Path:
-    """Create the run directory and write config.yaml; refuses to overwrite an existing run."""
+def prepare_run_dir(cfg: TrainConfig, restarted: bool = False) -> Path:
+    """Create the run directory and write config.yaml; refuses to overwrite an existing run.
+    `restarted`: torchrun restarted a job that failed before its first checkpoint, so its logs are
+    dropped and the run starts over in the same directory."""
     run_dir = Path(cfg.run.out) if cfg.run.out else default_run_dir(cfg)
     if find_checkpoint(run_dir / "checkpoints" / LAST) or (run_dir / "summary.json").exists():
         raise ConfigError(
             f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --out"
         )
+    if restarted:
+        for stale in [run_dir / "metrics.jsonl", *run_dir.glob("events.out.tfevents.*")]:
+            stale.unlink(missing_ok=True)
     if (run_dir / "metrics.jsonl").exists():
         raise ConfigError(
             f"{run_dir} holds the logs of a run that stopped before its first checkpoint; delete the folder "
@@ -702,6 +801,33 @@ def prepare_run_dir(cfg: TrainConfig) -> Path:
     cfg.run.out = str(run_dir)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     return run_dir
+
+
+def _resumable_config(run_dir: Path, quiet: bool | None) -> TrainConfig:
+    """The config of a run directory that has a checkpoint to continue from."""
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
+    if find_checkpoint(run_dir / "checkpoints" / LAST) is None:
+        raise ConfigError(f"{run_dir} has no checkpoint to resume from; start a new run instead")
+    cfg = build_config(load_yaml(run_dir / "config.yaml"))
+    if quiet is not None:  # a display preference, not part of the run's definition
+        cfg.run.quiet = quiet
+    return cfg
+
+
+def _new_run_dir(cfg: TrainConfig, info: DistInfo, restarted: bool) -> Path:
+    """Rank 0 creates the run directory; every rank learns its path (or rank 0's refusal)."""
+    message = ""
+    if info.is_main:
+        try:
+            message = str(prepare_run_dir(cfg, restarted))
+        except ConfigError as err:
+            message = f"error:{err}"
+    message = broadcast_text(info, message)
+    if message.startswith("error:"):
+        raise ConfigError(message.removeprefix("error:"))
+    cfg.run.out = message
+    return Path(message)
 
 
 def train(
@@ -715,22 +841,29 @@ def train(
     """Train a model. `config` is a TrainConfig or a nested mapping of overrides on the recipe it names
     (default recipe `quick`); `resume=RUN_DIR` continues a stopped run exactly where it stopped.
     `stop_after_steps` stops (as Ctrl-C does) after that many steps, leaving a resumable checkpoint;
-    `callbacks` are called at every log interval (see StepCallback)."""
+    `callbacks` are called at every log interval (see StepCallback). Under torchrun every process calls
+    this; a job torchrun restarts after a failure continues from the run's last checkpoint."""
+    info = from_env()
     if resume is not None:
-        run_dir = Path(resume)
-        if not (run_dir / "config.yaml").is_file():
-            raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
-        if find_checkpoint(run_dir / "checkpoints" / LAST) is None:
-            raise ConfigError(f"{run_dir} has no checkpoint to resume from; start a new run instead")
-        cfg = build_config(load_yaml(run_dir / "config.yaml"))
-        if quiet is not None:  # a display preference, not part of the run's definition
-            cfg.run.quiet = quiet
-        return Trainer(cfg, run_dir, True, stop_after_steps, callbacks).fit()
-    if config is None or isinstance(config, dict):
-        cfg = resolve_config(flags=config or {})
+        run_dir: Path | None = Path(resume)
+        cfg = _resumable_config(run_dir, quiet)
     else:
-        cfg = build_config(config.to_dict())  # validated, and a copy: the caller's object is not changed
-    return Trainer(cfg, prepare_run_dir(cfg), False, stop_after_steps, callbacks).fit()
+        if config is None or isinstance(config, dict):
+            cfg = resolve_config(flags=config or {})
+        else:
+            cfg = build_config(config.to_dict())  # validated, and a copy: the caller's object is not changed
+        run_dir = None
+        restarted = restart_count() > 0
+        if restarted and cfg.run.out and find_checkpoint(Path(cfg.run.out) / "checkpoints" / LAST):
+            run_dir = Path(cfg.run.out)  # the same run, as its config.yaml defines it
+            cfg = _resumable_config(run_dir, quiet)
+    device = device_for(info, pick_device(cfg.run.device))
+    with process_group(info, device):
+        if run_dir is None:
+            run_dir, resuming = _new_run_dir(cfg, info, restart_count() > 0), False
+        else:
+            resuming = True
+        return Trainer(cfg, run_dir, resuming, stop_after_steps, callbacks, info).fit()
 
 
 def data_options(cfg: TrainConfig) -> dict[str, Any]:

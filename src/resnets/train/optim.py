@@ -31,6 +31,14 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
 
 
+def scaled_lr(cfg: OptimConfig, global_batch: int) -> float:
+    """The lr the optimizer starts from: `cfg.lr` as given, or scaled linearly with the global batch
+    (Goyal et al. 2017, §2.1: lr × batch / base batch) when `cfg.lr_scaling` is "linear"."""
+    if cfg.lr_scaling == "linear":
+        return cfg.lr * global_batch / cfg.lr_base_batch
+    return cfg.lr
+
+
 class LrSchedule:
     """The lr multiplier at optimizer step t (0-based) of a run of `total_steps`, as a pure function."""
 
