@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import pickle
 import struct
+import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
+import torch
 
 
 def random_images(n: int, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
@@ -103,3 +106,61 @@ def safetensors_bytes(header: object, data: bytes = b"", length: int | None = No
     JSON header, then the data."""
     text = json.dumps(header).encode()
     return struct.pack("<Q", len(text) if length is None else length) + text + data
+
+
+def torch_records(obj: object) -> dict[str, bytes]:
+    """The records of torch.save(obj)'s zip, by name, in the order torch wrote them."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with zipfile.ZipFile(buf) as archive:
+        return {info.filename: archive.read(info) for info in archive.infolist()}
+
+
+def stored_zip(records: dict[str, bytes], aliases: dict[str, str] | None = None) -> bytes:
+    """A zip of uncompressed records, written by hand so that its central directory can also list
+    `aliases`: entries named as each key that point at the record named by its value (sharing its bytes)."""
+    out, located = bytearray(), {}
+    for name, data in records.items():
+        crc, raw_name = zlib.crc32(data), name.encode()
+        located[name] = (len(out), crc, len(data))
+        out += struct.pack(
+            "<4s5H3I2H", b"PK\x03\x04", 20, 0, 0, 0, 0, crc, len(data), len(data), len(raw_name), 0
+        )
+        out += raw_name + data
+    entries = [(name, name) for name in records] + list((aliases or {}).items())
+    directory = len(out)
+    for name, target in entries:
+        offset, crc, size = located[target]
+        raw_name = name.encode()
+        out += struct.pack(
+            "<4s6H3I5H2I",
+            b"PK\x01\x02",
+            20,
+            20,
+            0,
+            0,
+            0,
+            0,
+            crc,
+            size,
+            size,
+            len(raw_name),
+            0,
+            0,
+            0,
+            0,
+            0,
+            offset,
+        )
+        out += raw_name
+    end = struct.pack(
+        "<4s4H2IH", b"PK\x05\x06", 0, 0, len(entries), len(entries), len(out) - directory, directory, 0
+    )
+    return bytes(out + end)
+
+
+def torch_file_with_pickle(pickled: bytes) -> bytes:
+    """A torch.save zip of {} whose data.pkl is `pickled`: what a crafted state.pt looks like."""
+    records = torch_records({})
+    name = next(n for n in records if n.endswith("/data.pkl"))
+    return stored_zip({**records, name: pickled})

@@ -199,3 +199,31 @@ def test_predict_explains_a_corrupt_or_foreign_onnx_file(onnx_file, tmp_path, ca
     onnx.save(proto, str(foreign))
     with pytest.raises(CheckpointError, match="no resnets preprocessing metadata"):
         predict(foreign, [image])
+
+
+_GOOD = ModelMeta("resnet20", 10, 3, [3, 32, 32], MEAN, STD, CLASSES)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("{not json", "Expecting property name"),
+        ("[" * 100_000, "maximum recursion depth"),  # RecursionError before: escaped as a raw exception
+        (json.dumps([1, 2]), "expected a JSON object"),
+        (
+            json.dumps({**json.loads(_GOOD.to_json()), "input_size": [3, 32]}),
+            r"input_size must be \[in_chans",
+        ),
+        (json.dumps({**json.loads(_GOOD.to_json()), "classes": ["a"]}), "1 class names for 10 classes"),
+        (json.dumps({**json.loads(_GOOD.to_json()), "std": [0.2, 0.2]}), "std needs 3 values"),
+        (json.dumps({**json.loads(_GOOD.to_json()), "num_classes": "10"}), "num_classes must be int"),
+        (json.dumps({"model": "resnet20"}), "missing 6 required positional arguments"),
+    ],
+)
+def test_onnx_metadata_is_checked_as_a_weights_files_metadata(tmp_path, raw, reason) -> None:
+    path = tmp_path / "model.onnx"
+    with pytest.raises(CheckpointError, match=reason) as err:
+        export_module._meta_from_metadata({"resnets_meta": raw}, path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: unreadable resnets metadata") and "export the model again" in msg
+    assert export_module._meta_from_metadata({"resnets_meta": _GOOD.to_json()}, path) == _GOOD

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import pickle
+import re
 import struct
 import subprocess
 import sys
@@ -26,17 +27,29 @@ from formats import (
     png_declaring,
     random_images,
     safetensors_bytes,
+    stored_zip,
+    torch_file_with_pickle,
+    torch_records,
     write_cifar10,
     write_cifar_binary,
     write_cifar_python,
     write_idx,
     write_mnist,
 )
+from resnets.convert import load_state_dict_file
 from resnets.data import load_dataset
 from resnets.data.formats import read_cifar_binary, read_cifar_python, read_idx, read_pickled_names
 from resnets.data.images import MAX_PIXELS, load_image_tensor, to_mode
 from resnets.errors import CheckpointError, ConfigError, DataError, ResnetsError
-from resnets.train.checkpoint import CONVERT_HINT, load_state, load_weights, save_checkpoint, save_weights
+from resnets.train.checkpoint import (
+    CONVERT_HINT,
+    ModelMeta,
+    check_meta,
+    load_state,
+    load_weights,
+    save_checkpoint,
+    save_weights,
+)
 from resnets.train.config import build_config, load_yaml, resolve_config
 
 FUZZ = settings(
@@ -141,6 +154,149 @@ def test_state_files_torch_would_allocate_for_are_refused_before_torch_load(tmp_
     assert torch.equal(load_state(control)["t"], torch.zeros(64))
 
 
+def _call(module: str, name: str, arg: bytes) -> bytes:
+    """Protocol 2: {"x": module.name(arg)}, where `arg` is the opcodes that push the one argument."""
+    return b"\x80\x02}X\x01\x00\x00\x00xc" + f"{module}\n{name}\n".encode() + arg + b"\x85Rs."
+
+
+_INT_2_30 = b"J" + (2**30).to_bytes(4, "little")  # BININT 2^30
+
+
+@pytest.mark.parametrize("loader", [load_state, load_state_dict_file])
+@pytest.mark.parametrize(
+    ("pickled", "reason"),
+    [
+        # All four are globals torch's weights_only unpickler admits: each call allocates what the file asks.
+        (_call("builtins", "bytearray", _INT_2_30), "unsupported global builtins.bytearray"),
+        (_call("__builtin__", "bytearray", _INT_2_30), "unsupported global __builtin__.bytearray"),
+        (_call("torch", "FloatTensor", _INT_2_30), "unsupported global torch.FloatTensor"),
+        (
+            _call("torch.storage", "UntypedStorage", _INT_2_30),
+            "unsupported global torch.storage.UntypedStorage",
+        ),
+        (_call("_codecs", "encode", b"X\x02\x00\x00\x00ab"), "unsupported global _codecs.encode"),
+        # Protocol 4 names a global by strings on the stack, which a reading of the pickle cannot resolve.
+        (
+            b"\x80\x04}\x8c\x01x\x8c\x08builtins\x8c\tbytearray\x93" + _INT_2_30 + b"\x85Rs.",
+            "names a class or function through STACK_GLOBAL",
+        ),
+        (b"\x80\x02}X\x01\x00\x00", "its pickle record 'archive/data.pkl' cannot be parsed"),  # truncated
+    ],
+    ids=[
+        "bytearray",
+        "py2-bytearray",
+        "FloatTensor",
+        "UntypedStorage",
+        "codecs",
+        "STACK_GLOBAL",
+        "truncated",
+    ],
+)
+def test_state_files_whose_pickle_would_allocate_are_refused_before_torch_load(
+    tmp_path, monkeypatch, loader, pickled, reason
+) -> None:
+    path = tmp_path / "state.pt"
+    path.write_bytes(torch_file_with_pickle(pickled))
+    assert path.stat().st_size < 1500
+    calls: list[object] = []
+    monkeypatch.setattr(torch, "load", lambda *args, **kwargs: calls.append(args))
+    with pytest.raises(CheckpointError, match=re.escape(reason)) as err:
+        loader(path)
+    msg = str(err.value)
+    assert msg.startswith(str(path)) and calls == []  # refused before torch.load saw the file
+    assert "add_safe_globals" not in msg and "weights_only=False" not in msg
+
+
+def test_torch_load_itself_makes_whatever_bytearray_a_state_file_names() -> None:
+    # Why the check above matters: the same file asking for 16 bytes is read by torch as asked.
+    small = torch_file_with_pickle(_call("builtins", "bytearray", b"K\x10"))
+    assert torch.load(io.BytesIO(small), weights_only=True) == {"x": bytearray(16)}
+
+
+def test_real_training_states_pass_the_pickle_check(tmp_path) -> None:
+    """What resnets' engine saves (optimizer, GradScaler, EMA, RNG, meter) and more: all loads as saved."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    adamw = torch.optim.AdamW(model.parameters())
+    model(torch.randn(2, 3, 5, 5)).sum().backward()
+    sgd.step()
+    adamw.step()
+    state = {
+        "step": 3,
+        "optimizer": sgd.state_dict(),
+        "adamw": adamw.state_dict(),
+        "scaler": torch.amp.GradScaler("cpu", enabled=True).state_dict(),
+        "rng_cpu": torch.get_rng_state(),
+        "ema": model.state_dict(),  # an OrderedDict with _metadata
+        "meter": {
+            "confusion": torch.zeros(3, 3, dtype=torch.long),
+            "loss_sum": torch.tensor(1.5),
+            "count": 4,
+        },
+        "parameters": list(model.parameters()),
+        "dtypes": [torch.ones(2, dtype=t) for t in (torch.half, torch.bfloat16, torch.bool, torch.int8)],
+        "view": torch.arange(10.0)[2:5],
+        "size": torch.Size([2, 3]),
+        "device": torch.device("cpu"),
+        "best": {"accuracy": 0.5, "split": "val"},
+        "lr_lambdas": [None],
+    }
+    path = tmp_path / "state.pt"
+    torch.save(state, path)
+    loaded = load_state(path)
+    assert loaded.keys() == state.keys() and loaded["ema"]._metadata == state["ema"]._metadata
+    assert torch.equal(loaded["rng_cpu"], state["rng_cpu"]) and loaded["size"] == torch.Size([2, 3])
+    assert torch.equal(loaded["adamw"]["state"][0]["exp_avg"], state["adamw"]["state"][0]["exp_avg"])
+    assert (
+        isinstance(loaded["parameters"][0], torch.nn.Parameter)
+        and loaded["dtypes"][1].dtype == torch.bfloat16
+    )
+
+
+@pytest.mark.parametrize("loader", [load_state, load_state_dict_file])
+def test_a_tensor_view_larger_than_its_storage_is_refused(tmp_path, loader) -> None:
+    # 2 bytes of data viewed with stride 0 as 2^40 elements: torch.load allows it, and a copy of it
+    # (optimizer.load_state_dict casts to the parameter's dtype) would allocate 2 TiB.
+    path = tmp_path / "state.pt"
+    torch.save({"exp_avg": torch.zeros(1, dtype=torch.half).as_strided((2**40,), (0,))}, path)
+    assert path.stat().st_size < 2000
+    with pytest.raises(
+        CheckpointError, match=r"holds a tensor of shape \[1099511627776\] \(2,199,023,255,552 by"
+    ):
+        loader(path)
+
+
+@pytest.mark.parametrize("loader", [load_state, load_state_dict_file])
+def test_zip_records_that_share_their_bytes_are_refused(tmp_path, monkeypatch, loader) -> None:
+    tensors = {f"t{i}": torch.full((4,), float(i)) for i in range(4)}  # storages archive/data/0…3
+    records = torch_records(tensors)
+    honest = tmp_path / "honest.pt"
+    honest.write_bytes(stored_zip(records))
+    assert torch.equal(loader(honest)["t3"], tensors["t3"])  # the hand-written zip is one torch.load reads
+    # Three directory entries pointing at data/0's bytes: torch.load reads each as a storage of its own, so
+    # N entries of an M-byte record allocate N×M bytes from a file holding M.
+    aliases = {f"archive/data/{i}": "archive/data/0" for i in (1, 2, 3)}
+    aliased = tmp_path / "aliased.pt"
+    aliased.write_bytes(stored_zip({k: v for k, v in records.items() if k not in aliases}, aliases))
+    read = torch.load(aliased, weights_only=True)
+    assert all(torch.equal(read[f"t{i}"], tensors["t0"]) for i in range(4))
+    # Many entries pointing at one 64 KB record: their sizes add up to far more than the file.
+    big = torch_records({"t": torch.zeros(2**14)})
+    many = tmp_path / "many.pt"
+    many.write_bytes(stored_zip(big, {f"archive/data/{i}": "archive/data/0" for i in range(1, 1000)}))
+    assert many.stat().st_size < 200_000
+    calls: list[object] = []
+    monkeypatch.setattr(torch, "load", lambda *args, **kwargs: calls.append(args))
+    for path, reason in [
+        (aliased, "records 'archive/data/0' and 'archive/data/1' overlap"),
+        (many, "its 1,006 records add up to more than the file's"),
+    ]:
+        with pytest.raises(CheckpointError, match=re.escape(reason)) as err:
+            loader(path)
+        assert str(err.value).startswith(str(path)) and "damaged or crafted" in str(err.value)
+    assert calls == []
+
+
 def test_broken_or_odd_state_files_name_the_file(tmp_path) -> None:
     good = tmp_path / "good.pt"
     torch.save({"step": 1, "rng": torch.get_rng_state()}, good)
@@ -213,6 +369,73 @@ def test_resnets_metadata_of_the_wrong_shape_is_refused(tmp_path, metadata, reas
     assert str(path) in str(err.value) and "unreadable resnets metadata" in str(err.value)
 
 
+_GOOD_META = {
+    "model": "resnet20",
+    "num_classes": 3,
+    "in_chans": 3,
+    "input_size": [3, 32, 32],
+    "mean": [0.5, 0.5, 0.5],
+    "std": [0.25, 0.25, 0.25],
+    "classes": ["a", "b", "c"],
+    "model_kwargs": {},
+}
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"input_size": [3, 32]}, r"input_size must be \[in_chans, height, width\]"),
+        ({"input_size": [1, 32, 32]}, "with in_chans 3"),
+        ({"input_size": [3, 100_000, 100_000]}, r"each value 1…4,096, got \[3, 100000, 100000\]"),
+        ({"input_size": [3, 0, 32]}, "each value 1…4,096"),
+        ({"num_classes": 10**9}, "num_classes must be 1…100,000, got 1000000000"),
+        ({"num_classes": 0, "classes": []}, "num_classes must be 1…100,000, got 0"),
+        ({"num_classes": 10}, "3 class names for 10 classes"),
+        ({"mean": [0.5]}, r"mean needs 3 values \(one per channel\), got 1"),
+        ({"std": [0.2, 0.2, 0.2, 0.2]}, "std needs 3 values"),
+        ({"std": [0.2, 0.0, 0.2]}, "std values must be finite and positive"),
+        ({"std": [0.2, -1.0, 0.2]}, "std values must be finite and positive"),
+        ({"mean": [0.5, float("nan"), 0.5]}, "mean values must be finite"),
+        ({"std": [0.2, float("inf"), 0.2]}, "std values must be finite and positive"),
+        ({"model_kwargs": {"depth": 10**6}}, r"model_kwargs\.depth must be a number in 1…10,000"),
+        ({"model_kwargs": {"span": 0}}, r"model_kwargs\.span must be a number in 1…10,000"),
+        ({"model_kwargs": {"depth": "deep"}}, r"model_kwargs\.depth must be an int"),
+        (
+            {"model_kwargs": {"width": 2**40}},
+            r"model_kwargs\.width must be a number in -16,777,216…16,777,216",
+        ),
+        ({"model_kwargs": {"layers": [{"width": 2**40}]}}, r"model_kwargs\.layers\[0\]\.width must be"),
+        ({"model_kwargs": {"gate_bias": float("-inf")}}, r"model_kwargs\.gate_bias must be a number"),
+        ({"model_kwargs": {"layers": [8] * 10_001}}, "model_kwargs hold more than 10,000 list items"),
+    ],
+)
+def test_metadata_values_are_range_checked_before_anything_is_built(
+    tmp_path, monkeypatch, changes, reason
+) -> None:
+    import resnets.inference
+
+    path = tmp_path / "model.safetensors"
+    save_weights(path, {"a": torch.zeros(1)}, ModelMeta(**{**_GOOD_META, **changes}))
+    built: list[str] = []
+    monkeypatch.setattr(resnets.inference, "create_model", lambda name, **kw: built.append(name))
+    with pytest.raises(CheckpointError, match=reason) as err:
+        resnets.load_model(path)
+    msg = str(err.value)
+    assert (
+        msg.startswith(f"{path}: its resnets metadata is out of range") and "build the model yourself" in msg
+    )
+    assert built == []  # refused before the model (or anything else) was built from the values
+
+
+def test_the_range_checks_pass_every_metadata_resnets_writes() -> None:
+    check_meta(ModelMeta(**_GOOD_META))
+    check_meta(ModelMeta(**{**_GOOD_META, "model_kwargs": {"depth": 1202, "gate_bias": -3.0, "widen": 10}}))
+    # skipnet's explicit layers, an MLP's input_size, booleans and strings are not sizes to bound
+    mlp = {"layers": [{"width": 64, "skips": [[1, "identity"]]}] * 6, "input_size": [28, 28], "bc": True}
+    check_meta(ModelMeta(**{**_GOOD_META, "in_chans": 1, "input_size": [1, 28, 28], "mean": [0.1],
+                            "std": [0.3], "model_kwargs": mlp}))  # fmt: skip
+
+
 def test_a_refused_checkpoint_leaves_the_saved_one_intact(tmp_path) -> None:
     folder = tmp_path / "last"
     save_checkpoint(folder, {"a": torch.ones(2)}, {"step": 7})
@@ -276,6 +499,35 @@ def test_array_shells_with_a_huge_item_size_are_refused(tmp_path) -> None:
     path.write_bytes(pickle.dumps({"data": Shell(), "labels": []}, protocol=2))
     with pytest.raises(DataError, match=r"batch: refusing an array shell of shape \(1000,\)"):
         read_cifar_python(path)
+
+
+def _ndarray_pickle(shape_ops: bytes, call: bytes) -> bytes:
+    """Protocol 2: {"data": numpy.ndarray(shape, "u1"), "labels": [1]}, calling it by `call` (REDUCE: R,
+    NEWOBJ: \\x81) rather than through _reconstruct, as NumPy pickles arrays."""
+    data = b"cnumpy\nndarray\n" + shape_ops + b"X\x02\x00\x00\x00u1\x86" + call
+    return b"\x80\x02}(X\x04\x00\x00\x00data" + data + b"X\x06\x00\x00\x00labels]K\x01au."
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        # The shape of a real batch of one image: numpy.ndarray would return uninitialised memory as pixels.
+        (_ndarray_pickle(b"K\x01M\x00\x0c\x86", b"R"), r"refusing numpy\.ndarray\(\.\.\.\)"),
+        # 2^20 × 2^20 bytes: a terabyte from a 60-byte file.
+        (
+            _ndarray_pickle(b"J\x00\x00\x10\x00J\x00\x00\x10\x00\x86", b"R"),
+            r"refusing numpy\.ndarray\(\.\.\.\)",
+        ),
+        (_ndarray_pickle(b"K\x01M\x00\x0c\x86", b"\x81"), "NEWOBJ class argument must be a type"),
+    ],
+    ids=["reduce-one-image", "reduce-terabyte", "newobj"],
+)
+def test_numpy_ndarray_cannot_be_called_by_the_file(tmp_path, payload, reason) -> None:
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(payload)
+    with pytest.raises(DataError, match=reason) as err:
+        read_cifar_python(path)
+    assert str(err.value).startswith(f"{path}:")
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,17 @@ import torchvision
 from torch import nn
 
 import resnets
+import resnets.convert
+from formats import safetensors_bytes, torch_file_with_pickle
 from resnets.cli import main
-from resnets.convert import IMAGENET_MEAN, IMAGENET_STD, import_state_dict, import_weights_file
-from resnets.errors import CheckpointError, UnknownModelError
+from resnets.convert import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    import_state_dict,
+    import_weights_file,
+    load_state_dict_file,
+)
+from resnets.errors import CheckpointError, ConfigError, UnknownModelError
 from resnets.train.checkpoint import CONVERT_HINT, load_weights
 
 
@@ -150,7 +158,7 @@ def test_a_pickle_with_code_is_refused_without_running_it(tmp_path, writer: str)
         import_weights_file(path, "resnet18", tmp_path / "out.safetensors")
     if writer == "torch.save":
         assert "weights_only=True" in str(err.value) and CONVERT_HINT in str(err.value)
-        assert "refers to io.open" in str(err.value)  # refused for the payload, not for something else
+        assert "unsupported global io.open" in str(err.value)  # refused for the payload, nothing else
     else:  # a bare pickle stream is refused before torch.load is called at all
         assert "not a zip archive as torch.save writes" in str(err.value)
     assert not marker.exists()
@@ -171,3 +179,93 @@ def test_non_tensor_entries_and_unknown_models_are_refused(tmp_path) -> None:
         import_weights_file(tmp_path / "missing.pth", "resnet81", tmp_path / "out.safetensors")
     with pytest.raises(CheckpointError, match="does not exist"):
         import_weights_file(tmp_path / "missing.pth", "resnet18", tmp_path / "out.safetensors")
+
+
+def _record_builds(monkeypatch) -> list[str]:
+    """The devices create_model builds on during the test ("meta" costs no memory)."""
+    devices: list[str] = []
+    real = resnets.convert.create_model
+
+    def recording(*args, **kwargs):
+        devices.append(torch.get_default_device().type)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(resnets.convert, "create_model", recording)
+    return devices
+
+
+@pytest.mark.parametrize(
+    ("shape", "data"),
+    [
+        ([10**7, 0], b""),  # ~80 bytes that would make a Linear(512, 10^7) of 20 GB
+        ([100_001, 1], bytes(4 * 100_001)),  # non-empty, but more classes than any dataset resnets reads
+    ],
+)
+def test_the_class_count_taken_from_the_file_is_bounded(tmp_path, monkeypatch, shape, data) -> None:
+    path = tmp_path / "tiny.safetensors"
+    path.write_bytes(
+        safetensors_bytes(
+            {"fc.weight": {"dtype": "F32", "shape": shape, "data_offsets": [0, len(data)]}}, data
+        )
+    )
+    devices = _record_builds(monkeypatch)
+    out = tmp_path / "out.safetensors"
+    with pytest.raises(CheckpointError) as err:
+        import_weights_file(path, "resnet18", out)
+    msg = str(err.value)
+    assert msg.startswith(
+        f"{path}: the classifier fc.weight has shape {shape}: not a classifier of 1…100,000"
+    )
+    assert "--num-classes" in msg and set(devices) <= {"meta"} and not out.exists()
+
+
+def test_a_mismatched_file_is_refused_before_the_model_is_materialised(monkeypatch) -> None:
+    # 50,000 classes is within bounds, but the file holds nothing else of a resnet18: refused while the
+    # model exists on the meta device only (materialised, its classifier alone would take 100 MB).
+    devices = _record_builds(monkeypatch)
+    with pytest.raises(CheckpointError, match=r"(?s)does not match resnet18:.*missing from the file") as err:
+        import_state_dict({"fc.weight": torch.zeros(50_000, 1)}, "resnet18")
+    assert "fc.weight: file [50000, 1], model [50000, 512]" in str(err.value)
+    assert devices and set(devices) == {"meta"}
+    with pytest.raises(ConfigError, match="num_classes must be an integer in 1…100,000, got 10000000"):
+        import_state_dict({}, "resnet18", num_classes=10**7)
+    assert set(devices) == {"meta"}
+
+
+@pytest.mark.parametrize(
+    ("state_dict", "listed"),
+    [
+        ({0: torch.zeros(1)}, "0"),
+        ({"module.conv1.weight": torch.zeros(1), 1: torch.zeros(1)}, "1"),  # was AttributeError (startswith)
+        ({"state_dict": {(1, 2): torch.zeros(1)}}, r"\(1, 2\)"),
+    ],
+)
+def test_state_dicts_with_keys_that_are_not_strings_name_the_file(tmp_path, state_dict, listed) -> None:
+    path = tmp_path / "odd.pth"
+    torch.save(state_dict, path)
+    with pytest.raises(
+        CheckpointError, match=rf"odd\.pth: the state_dict has keys that are not strings: {listed}"
+    ):
+        import_weights_file(path, "resnet18", tmp_path / "out.safetensors")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # torch warns about pickle protocol 4
+@pytest.mark.parametrize(
+    ("pickled", "reason"),
+    [
+        # An unfilled memo slot: torch.load raised a bare KeyError, which escaped.
+        (b"\x80\x02}h\x05s.", r"\(KeyError: 5\)"),
+        # An opcode torch's unpickler lacks: its error advised loading with weights_only=False.
+        (pickle.dumps({"a": 1}, protocol=4), r"\(Unsupported operand 149\)"),
+    ],
+)
+def test_torch_load_failures_are_checkpoint_errors_without_torchs_advice(tmp_path, pickled, reason) -> None:
+    path = tmp_path / "odd.pth"
+    path.write_bytes(torch_file_with_pickle(pickled))
+    with pytest.raises(CheckpointError, match=reason) as err:
+        load_state_dict_file(path)
+    own = str(err.value).replace(CONVERT_HINT, "")  # the conversion recipe mentions weights_only=True
+    assert own.startswith(str(path)) and "weights_only" in own  # says it was read with weights_only=True
+    assert not any(
+        s in own.lower() for s in ("set to `false`", "weights_only=false", "trusted source", "add_safe")
+    )

@@ -17,7 +17,6 @@ their keys are reported as missing/unexpected with a hint.
 
 from __future__ import annotations
 
-import pickle
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,17 @@ from torch import nn
 
 from resnets.errors import CheckpointError, ConfigError
 from resnets.registry import create_model, get_spec
-from resnets.train.checkpoint import CONVERT_HINT, ModelMeta, check_torch_zip, load_weights, save_weights
+from resnets.train.checkpoint import (
+    CONVERT_HINT,
+    MAX_CLASSES,
+    ModelMeta,
+    check_loaded_tensors,
+    check_meta,
+    check_torch_zip,
+    load_weights,
+    save_weights,
+    torch_load_reason,
+)
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -130,6 +139,13 @@ def normalize_state_dict(state_dict: Mapping[str, Any]) -> tuple[dict[str, torch
         raise CheckpointError(
             f"expected a state_dict (a mapping of names to tensors), got {type(sd).__name__}"
         )
+    # Checked before the renamings, which compare keys as strings: torch.load allows int keys, and more.
+    odd = [k for k in sd if not isinstance(k, str)]
+    if odd:
+        raise CheckpointError(
+            f"the state_dict has keys that are not strings: {', '.join(map(repr, odd[:_SHOWN]))}; a "
+            "state_dict maps parameter names to tensors. Save the model's state_dict() only"
+        )
     others = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
     if others:
         raise CheckpointError(
@@ -173,14 +189,28 @@ def import_state_dict(
         model_kwargs.pop("num_classes", None)
         head = _classifier_key(model_name, model_kwargs)
         if head in sd and sd[head].dim() == 2:
-            model_kwargs["num_classes"] = int(sd[head].shape[0])
-    model = create_model(model_name, **model_kwargs).eval()
-    expected = model.state_dict()
-    report = ImportReport(model_name, int(getattr(model, "num_classes", 0)), conversions=notes)
+            # A zero-size tensor costs nothing in the file whatever its shape: (10**7, 0) would make a
+            # classifier of 10**7 rows. A non-empty one has at most as many rows as the file has bytes.
+            rows = int(sd[head].shape[0])
+            if sd[head].numel() == 0 or rows > MAX_CLASSES:
+                raise CheckpointError(
+                    f"the classifier {head} has shape {list(sd[head].shape)}: not a classifier of 1…"
+                    f"{MAX_CLASSES:,} classes. Pass num_classes (--num-classes) to build the model yourself, "
+                    "with --allow-partial to leave the classifier freshly initialised"
+                )
+            model_kwargs["num_classes"] = rows
+    num_classes = model_kwargs.get("num_classes")
+    if num_classes is not None and not (isinstance(num_classes, int) and 1 <= num_classes <= MAX_CLASSES):
+        raise ConfigError(f"num_classes must be an integer in 1…{MAX_CLASSES:,}, got {num_classes!r}")
+    # Compared on the meta device first: the file's tensors must fit the model before its memory exists.
+    with torch.device("meta"):
+        probe = create_model(model_name, **model_kwargs)
+    expected = probe.state_dict()
+    report = ImportReport(model_name, int(getattr(probe, "num_classes", 0)), conversions=notes)
     for key, target in expected.items():
         if key not in sd:
             if key.endswith("num_batches_tracked"):
-                sd[key] = torch.zeros_like(target)
+                sd[key] = torch.zeros(target.shape, dtype=target.dtype)  # target is on the meta device
                 report.filled.append(key)
             else:
                 report.missing.append(key)
@@ -194,6 +224,7 @@ def import_state_dict(
             "--allow-partial (allow_partial=True) loads the matching tensors anyway and leaves the rest as "
             "initialised"
         )
+    model = create_model(model_name, **model_kwargs).eval()
     bad = {k for k, _, _ in report.mismatched}
     usable = {k: v for k, v in sd.items() if k in expected and k not in bad}
     model.load_state_dict(usable, strict=False)  # copies into the model's tensors, in its dtype
@@ -213,20 +244,25 @@ def load_state_dict_file(path: str | Path) -> dict[str, Any]:
     # torch.save writes a zip ("PK"), and older torch and plain pickle files start with the byte 0x80.
     if head[8:9] == b"{" or not (head[:2] == b"PK" or head[:1] == b"\x80"):
         return load_weights(path)[0]
-    check_torch_zip(path)  # before torch.load: no legacy pickle stream, no record larger than the file
+    # Before torch.load: no legacy pickle stream, no record larger than the file or sharing its bytes, no
+    # global beyond what a state_dict needs.
+    check_torch_zip(path, _TORCH_FILE_ADVICE)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError) as err:
-        # Name the offending global, but not torch's advice to allow it (add_safe_globals), which would
-        # let the file run that code.
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-        reason = f"it refers to {found.group(1)}" if found else (lines[0] if lines else type(err).__name__)
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load fails on a broken or hostile file in many ways
+        # Never torch's advice to load with weights_only=False or to allow a global: either runs the file.
         raise CheckpointError(
-            f"{path} could not be read as plain tensors with torch.load(weights_only=True) ({reason}). It "
-            "holds objects other than tensors, or is not a PyTorch file; resnets never unpickles code. Save "
-            f"only the model's state_dict in the program that wrote it. {CONVERT_HINT}"
+            f"{path} could not be read as plain tensors with torch.load(weights_only=True) "
+            f"({torch_load_reason(err)}). {_TORCH_FILE_ADVICE}"
         ) from None
+    check_loaded_tensors(loaded, path, _TORCH_FILE_ADVICE)
+    return loaded
+
+
+_TORCH_FILE_ADVICE = (
+    "It holds objects other than tensors, or is not a PyTorch file; resnets never unpickles code. Save only "
+    f"the model's state_dict in the program that wrote it. {CONVERT_HINT}"
+)
 
 
 def import_weights_file(
@@ -246,13 +282,13 @@ def import_weights_file(
     spec = get_spec(model_name)  # an unknown name fails here, before the file is read
     if classes is not None and num_classes is None:
         num_classes = len(classes)
-    model, report = import_state_dict(
-        load_state_dict_file(path),
-        model_name,
-        allow_partial=allow_partial,
-        num_classes=num_classes,
-        **model_kwargs,
-    )
+    state_dict = load_state_dict_file(path)
+    try:
+        model, report = import_state_dict(
+            state_dict, model_name, allow_partial=allow_partial, num_classes=num_classes, **model_kwargs
+        )
+    except CheckpointError as err:  # about the file's contents: say which file
+        raise CheckpointError(f"{path}: {err}") from None
     n = report.num_classes
     names = [f"class{i}" for i in range(n)] if classes is None else [str(c) for c in classes]
     if len(names) != n:
@@ -271,5 +307,9 @@ def import_weights_file(
         classes=names,
         model_kwargs=dict(model_kwargs),
     )
+    try:
+        check_meta(meta)  # what load_model will check: never write a file it refuses
+    except ValueError as err:
+        raise ConfigError(f"cannot describe the imported model: {err}") from None
     save_weights(Path(out), model.state_dict(), meta)
     return report

@@ -27,7 +27,7 @@ from resnets.data import Normalize
 from resnets.data.images import load_image_tensor
 from resnets.errors import CheckpointError, ConfigError, ResnetsError
 from resnets.inference import Prediction, fold_batchnorm, load_model, weights_path
-from resnets.train.checkpoint import ModelMeta
+from resnets.train.checkpoint import ModelMeta, check_meta, meta_from_json
 
 # Each format and the file ending its loader expects (torch.export.load reads only *.pt2).
 FORMATS: dict[str, str] = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported-program": ".pt2"}
@@ -93,10 +93,17 @@ def _meta_from_metadata(metadata: dict[str, str], path: Path) -> ModelMeta:
             f"{path} carries no resnets preprocessing metadata (was it written by `resnets export`?); "
             "export the model again with `resnets export RUN_DIR --format onnx`"
         )
+    # The same checks as a weights file's metadata: predict_onnx resizes, normalises and names classes by
+    # these values, so a file must not choose their sizes.
     try:
-        return ModelMeta(**json.loads(raw))
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: unreadable resnets metadata ({err})") from None
+        meta = meta_from_json(raw)
+        check_meta(meta)
+    except ValueError as err:
+        raise CheckpointError(
+            f"{path}: unreadable resnets metadata ({err}); the file was altered after export or not written "
+            "by resnets: export the model again with `resnets export RUN_DIR --format onnx`"
+        ) from None
+    return meta
 
 
 def default_output(source: str | Path, format: str) -> Path:

@@ -14,7 +14,7 @@ from resnets.data import Batches, Normalize, load_dataset
 from resnets.data.images import load_image_tensor
 from resnets.errors import CheckpointError
 from resnets.registry import create_model, get_spec
-from resnets.train.checkpoint import ModelMeta, load_weights
+from resnets.train.checkpoint import ModelMeta, check_meta, load_weights
 from resnets.train.engine import autocast, evaluate_batches, pick_device, pick_precision
 
 
@@ -34,6 +34,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
             f"{file} has no resnets metadata (model name, classes, normalisation); load it into "
             "resnets.create_model(...) yourself with model.load_state_dict(safetensors.torch.load_file(path))"
         )
+    try:
+        check_meta(meta)  # sizes the model, the input and the class list before anything is built from them
+    except ValueError as err:
+        raise CheckpointError(
+            f"{file}: its resnets metadata is out of range ({err}); the file is damaged or was not written "
+            "by resnets. Load its tensors with safetensors.torch.load_file and build the model yourself"
+        ) from None
     kwargs = dict(meta.model_kwargs)
     if "input_size" in kwargs:
         kwargs["input_size"] = tuple(kwargs["input_size"])
@@ -42,7 +49,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
     try:
         with torch.device("meta"):
             model = create_model(meta.model, num_classes=meta.num_classes, in_chans=meta.in_chans, **kwargs)
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:  # RuntimeError: size arithmetic
         raise CheckpointError(f"{file}: its metadata does not describe a buildable model ({err})") from None
     expected = model.state_dict()
     mismatched = sorted(set(expected) ^ set(weights)) or [

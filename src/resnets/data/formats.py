@@ -59,16 +59,32 @@ def _safe_dtype(*args: object) -> np.dtype:
     return dtype
 
 
+class _NdarrayName:
+    """What the unpickler gives for the global numpy.ndarray: a name for `_reconstruct`'s subtype argument
+    only. numpy.ndarray itself, called by the file (REDUCE), would allocate an array of any shape."""
+
+    __slots__ = ()  # one shared instance: a pickle's BUILD must not be able to set attributes on it
+
+    def __call__(self, *args: object) -> None:
+        raise DataError("refusing numpy.ndarray(...): NumPy pickles arrays through _reconstruct, not a call")
+
+    def __repr__(self) -> str:
+        return "numpy.ndarray (as a name)"
+
+
+_NDARRAY = _NdarrayName()
+
+
 def _checked_reconstruct(reconstruct: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
-    def safe(subtype: type, shape: object, dtype: object) -> np.ndarray:
+    def safe(subtype: object, shape: object, dtype: object) -> np.ndarray:
         # NumPy pickles an array as an empty shell of `shape` filled by __setstate__ (whose data must
         # match the shape, so it is bounded by the file); a large shell can only be an attempt to
         # allocate memory, by many elements or by a huge item size.
         checked = _safe_dtype(dtype)
         count = int(np.prod(shape, dtype=np.float64))  # type: ignore[call-overload]
-        if subtype is not np.ndarray or count * checked.itemsize > MAX_SHELL_BYTES:
+        if subtype is not _NDARRAY or count * checked.itemsize > MAX_SHELL_BYTES:
             raise DataError(f"refusing an array shell of shape {shape}: not how NumPy pickles a CIFAR batch")
-        return reconstruct(subtype, shape, checked)
+        return reconstruct(np.ndarray, shape, checked)
 
     return safe
 
@@ -126,7 +142,8 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
                 return _latin1_encode
             if name == "bytes":
                 return _empty_bytes
-            return super().find_class(module, name)
+            if name == "ndarray":
+                return _NDARRAY  # never np.ndarray itself: only _reconstruct may turn it into one
         raise DataError(f"refusing to unpickle {module}.{name}: a CIFAR batch holds only arrays and lists")
 
 
