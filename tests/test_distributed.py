@@ -4,6 +4,7 @@ survives losing a worker. Each test starts real processes, so all are slow."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -169,7 +170,11 @@ def test_torchrun_restarts_a_killed_worker_and_finishes_like_an_unbroken_run(tmp
     output, _ = job.communicate(timeout=300)
     assert killed is not None, "the job ended before a worker could be killed\n" + output[-3000:]
     assert job.returncode == 0, output[-4000:]
-    assert f"resuming {broken} at epoch 2, step 22" in output, output[-3000:]  # not started over
+    # Resumed (not started over) at the checkpoint of an epoch boundary before the end.
+    resumed = re.search(rf"resuming {re.escape(str(broken))} at epoch (\d+), step (\d+)", output)
+    assert resumed, output[-3000:]
+    epoch, step = int(resumed.group(1)), int(resumed.group(2))
+    assert 2 <= epoch <= 6 and step == 22 * (epoch - 1)
     assert _max_diff(tmp_path / "unbroken", broken) == 0.0  # bit for bit
     steps = [line for line in _read(broken / "metrics.jsonl").splitlines() if '"split": "train"' in line]
     assert len(steps) == 6  # every epoch logged once: the records after the checkpoint were replaced
@@ -180,3 +185,34 @@ def _read(path: Path) -> str:
         return path.read_text()
     except OSError:
         return ""
+
+
+# -- what a restarted job may rejoin (one process, torchrun's variables set by hand) -------------------
+
+
+def _stopped_run(out: Path, monkeypatch: pytest.MonkeyPatch, job: str | None) -> None:
+    from resnets.train.engine import train
+
+    if job is not None:
+        monkeypatch.setenv("TORCHELASTIC_RUN_ID", job)
+    train({"run": {"epochs": 2, "max_steps": 30, "out": str(out), "quiet": True}}, stop_after_steps=23)
+
+
+def test_a_restarted_job_rejoins_only_the_run_it_started(tmp_path: Path, monkeypatch) -> None:
+    from resnets.errors import ConfigError
+    from resnets.train.engine import JOB_MARKER, train
+
+    config = {"run": {"epochs": 2, "max_steps": 30, "out": str(tmp_path / "r"), "quiet": True}}
+    with pytest.raises(Exception, match="stopped at step 23"):
+        _stopped_run(tmp_path / "r", monkeypatch, job="job-a")
+    assert (tmp_path / "r" / JOB_MARKER).read_text().strip() == "job-a"
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-b")  # another job pointed at the same --out
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(config)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-a")  # the job that started it, restarted
+    result = train(config)
+    assert result.summary["steps"] == 30
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "2")
+    with pytest.raises(ConfigError, match="give --out"):
+        train({"run": {"epochs": 1, "quiet": True}})

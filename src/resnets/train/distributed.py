@@ -45,7 +45,11 @@ SINGLE = DistInfo()
 
 
 def from_env() -> DistInfo:
-    """This process's place in the job, from the variables torchrun sets (one process without them)."""
+    """This process's place in the job: from the process group the caller has already joined, else
+    from the variables torchrun sets (one process without either)."""
+    if dist.is_available() and dist.is_initialized():
+        local = int(os.environ.get("LOCAL_RANK", dist.get_rank()) or 0)
+        return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local)
     try:
         return DistInfo(
             rank=int(os.environ.get("RANK", 0)),
@@ -60,7 +64,32 @@ def from_env() -> DistInfo:
 
 def restart_count() -> int:
     """How many times torchrun has restarted this job's workers (0 on the first attempt)."""
-    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    value = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or "0"
+    if not value.isdigit():
+        raise ConfigError(f"TORCHELASTIC_RESTART_COUNT must be a count, got {value!r}")
+    return int(value)
+
+
+def job_id() -> str | None:
+    """The id torchrun gives this job (the same across its restarts), or None outside torchrun."""
+    return os.environ.get("TORCHELASTIC_RUN_ID") or None
+
+
+def agree(info: DistInfo, flag: bool) -> bool:
+    """True on every rank if `flag` is true on any rank (one tiny collective; no-op in one process)."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    return bool(t.item() > 0)
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every process (no-op in one process)."""
+    if info.enabled:
+        dist.barrier()
 
 
 def device_for(info: DistInfo, requested: torch.device) -> torch.device:
@@ -188,8 +217,7 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
 
 def launch(nproc: int, argv: list[str]) -> int:
     """`resnets train --nproc N ...`: run the same command in N processes on this machine under torchrun
-    (standalone rendezvous); returns torchrun's exit status."""
-    import subprocess
+    (standalone rendezvous): this process becomes torchrun, so its exit status is torchrun's."""
     import sys
 
     if nproc < 1:
@@ -205,4 +233,6 @@ def launch(nproc: int, argv: list[str]) -> int:
         elif not arg.startswith("--nproc="):
             rest.append(arg)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    return subprocess.call([*command, "-m", "resnets", *rest])
+    # Become torchrun (no parent left behind): signals reach it and it stops its workers.
+    os.execv(sys.executable, [*command, "-m", "resnets", *rest])
+    return 0  # not reached

@@ -45,16 +45,20 @@ from resnets.train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
     save_weights,
+    tidy_checkpoint,
 )
 from resnets.train.config import TrainConfig, build_config, load_yaml, resolve_config
 from resnets.train.distributed import (
     SINGLE,
     DistInfo,
+    agree,
     all_reduce_sum,
+    barrier,
     broadcast_text,
     convert_sync_batchnorm,
     device_for,
     from_env,
+    job_id,
     process_group,
     restart_count,
 )
@@ -243,7 +247,8 @@ class Trainer:
         self.cfg, self.run_dir, self.resume = cfg, run_dir, resume
         self.stop_after_steps = stop_after_steps
         self.dist = dist
-        self.callbacks = list(callbacks) if dist.is_main else []
+        # Every rank calls them, so a callback that runs the model runs its collectives everywhere.
+        self.callbacks = list(callbacks)
         self.stop_requested = False
         self.quiet = cfg.run.quiet or not dist.is_main
 
@@ -253,7 +258,11 @@ class Trainer:
         torch.manual_seed(cfg.run.seed)
         self.device = device_for(self.dist, pick_device(cfg.run.device))
         self.precision = pick_precision(cfg.run.precision, self.device, get_spec(cfg.model.name).family)
+        if self.dist.local_rank != 0:  # local rank 0 reads (and downloads) first, alone on its machine
+            barrier(self.dist)
         self.data: DatasetSplits = load_dataset(cfg.data.name, **data_options(cfg))
+        if self.dist.local_rank == 0:
+            barrier(self.dist)
         for note in self.data.notes:
             self._say(f"data: {note}")
         base = self.data.augment
@@ -420,6 +429,10 @@ class Trainer:
         self.t_start = time.perf_counter()
         self.wall_before = 0.0
         self._setup()
+        if self.dist.is_main:  # what a writer killed mid-swap left, before anything reads or writes
+            for name in (LAST, BEST):
+                tidy_checkpoint(self.run_dir / "checkpoints" / name)
+        barrier(self.dist)
         self.step, self.best, self.images_seen, self.last_train = 0, None, 0, {}
         self.last_lr = self.optimizer.param_groups[0]["lr"]
         start_epoch, start_batch, train_seconds, saved_meter = 0, 0, 0.0, None
@@ -549,6 +562,10 @@ class Trainer:
         """Run the batches of one epoch from `first`; returns the accumulated training seconds."""
         cfg = self.cfg
         self.model.train()
+        if self.dist.enabled and first == 0:
+            # Dropout masks of their own per rank (the seed alone would repeat one pattern on every
+            # slice), keyed by (seed, epoch, rank) so a job resumed at an epoch draws them again.
+            torch.manual_seed(int(epoch_generator(cfg.run.seed, epoch, self.dist.rank).initial_seed()))
         bar = self._progress(epoch, first)
         t0 = time.perf_counter()
         window_t, window_images = t0, self.images_seen
@@ -567,7 +584,7 @@ class Trainer:
                 )
                 loss = self._train_step(self.normalize(x), labels, meter)
                 self.step += 1
-                self.images_seen += len(labels)
+                self.images_seen += len(labels) * self.dist.world_size  # the whole job's images
                 if bar is not None:
                     bar.update(1)
                     if time.perf_counter() - bar_t > 0.5:  # one host sync per half second, for the bar
@@ -577,7 +594,7 @@ class Trainer:
                         )
                 if self.step % cfg.run.log_every == 0:
                     value = float(loss)  # the one host sync per log interval
-                    if not math.isfinite(value):
+                    if agree(self.dist, not math.isfinite(value)):  # every rank stops, or none
                         self._diverged(epoch)
                     now = time.perf_counter()
                     rate = (self.images_seen - window_images) / max(now - window_t, 1e-9)
@@ -599,9 +616,12 @@ class Trainer:
                     )
                     for callback in self.callbacks:
                         callback(self, log)
-                if self.stop_requested or (
-                    self.stop_after_steps is not None and self.step >= self.stop_after_steps
-                ):
+                    if self.dist.enabled:  # a stop one rank's callback asked for is every rank's
+                        self.stop_requested = agree(self.dist, self.stop_requested)
+                # In one process a stop takes effect after any step; in many, at a log interval.
+                at_log = self.step % cfg.run.log_every == 0
+                stop_now = self.stop_requested and (not self.dist.enabled or at_log)
+                if stop_now or (self.stop_after_steps is not None and self.step >= self.stop_after_steps):
                     raise _StopRun(epoch, batch + 1, meter, train_seconds + time.perf_counter() - t0)
         finally:
             if bar is not None:
@@ -815,19 +835,40 @@ def _resumable_config(run_dir: Path, quiet: bool | None) -> TrainConfig:
     return cfg
 
 
-def _new_run_dir(cfg: TrainConfig, info: DistInfo, restarted: bool) -> Path:
-    """Rank 0 creates the run directory; every rank learns its path (or rank 0's refusal)."""
-    message = ""
+JOB_MARKER = ".torchrun_job"  # the torchrun job id that created the run: only that job may rejoin it
+
+
+def _start_or_rejoin(cfg: TrainConfig, info: DistInfo, quiet: bool | None) -> tuple[Path, bool, TrainConfig]:
+    """Rank 0 decides, and every rank learns: a new run directory, or (in a job torchrun restarted) the
+    run this same job started, resumed from its last checkpoint. Returns (run_dir, resuming, config)."""
+    decision = ""
     if info.is_main:
         try:
-            message = str(prepare_run_dir(cfg, restarted))
-        except ConfigError as err:
-            message = f"error:{err}"
-    message = broadcast_text(info, message)
-    if message.startswith("error:"):
-        raise ConfigError(message.removeprefix("error:"))
-    cfg.run.out = message
-    return Path(message)
+            out = Path(cfg.run.out) if cfg.run.out else None
+            same_job = (
+                restart_count() > 0
+                and out is not None
+                and job_id() is not None
+                and (out / JOB_MARKER).is_file()
+                and (out / JOB_MARKER).read_text().strip() == job_id()
+            )
+            if same_job and find_checkpoint(out / "checkpoints" / LAST) is not None:  # type: ignore[operator]
+                decision = f"resume:{out}"
+            else:
+                run_dir = prepare_run_dir(cfg, restarted=same_job)
+                if job_id() is not None:
+                    (run_dir / JOB_MARKER).write_text(job_id() + "\n")  # type: ignore[operator]
+                decision = f"new:{run_dir}"
+        except (ConfigError, OSError) as err:
+            decision = f"error:{err}"
+    decision = broadcast_text(info, decision)
+    kind, _, value = decision.partition(":")
+    if kind == "error":
+        raise ConfigError(value)
+    if kind == "resume":
+        return Path(value), True, _resumable_config(Path(value), quiet)
+    cfg.run.out = value
+    return Path(value), False, cfg
 
 
 def train(
@@ -845,24 +886,22 @@ def train(
     this; a job torchrun restarts after a failure continues from the run's last checkpoint."""
     info = from_env()
     if resume is not None:
-        run_dir: Path | None = Path(resume)
-        cfg = _resumable_config(run_dir, quiet)
+        cfg = _resumable_config(Path(resume), quiet)
+    elif config is None or isinstance(config, dict):
+        cfg = resolve_config(flags=config or {})
     else:
-        if config is None or isinstance(config, dict):
-            cfg = resolve_config(flags=config or {})
-        else:
-            cfg = build_config(config.to_dict())  # validated, and a copy: the caller's object is not changed
-        run_dir = None
-        restarted = restart_count() > 0
-        if restarted and cfg.run.out and find_checkpoint(Path(cfg.run.out) / "checkpoints" / LAST):
-            run_dir = Path(cfg.run.out)  # the same run, as its config.yaml defines it
-            cfg = _resumable_config(run_dir, quiet)
+        cfg = build_config(config.to_dict())  # validated, and a copy: the caller's object is not changed
+    if resume is None and not cfg.run.out and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0:
+        raise ConfigError(
+            "torchrun may restart this job (--max-restarts): give --out, so the restarted processes find "
+            "the run and resume it"
+        )
     device = device_for(info, pick_device(cfg.run.device))
     with process_group(info, device):
-        if run_dir is None:
-            run_dir, resuming = _new_run_dir(cfg, info, restart_count() > 0), False
+        if resume is not None:
+            run_dir, resuming = Path(resume), True
         else:
-            resuming = True
+            run_dir, resuming, cfg = _start_or_rejoin(cfg, info, quiet)
         return Trainer(cfg, run_dir, resuming, stop_after_steps, callbacks, info).fit()
 
 
