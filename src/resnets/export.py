@@ -32,7 +32,7 @@ from resnets.train.checkpoint import ModelMeta, check_meta, meta_from_json
 # Each format and the file ending its loader expects (torch.export.load reads only *.pt2).
 FORMATS: dict[str, str] = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported-program": ".pt2"}
 METADATA_FILE = "resnets.json"  # the extra file that carries the metadata in TorchScript and .pt2 archives
-PARITY_ATOL = 1e-4  # max |exported − eager| on logits of size up to 1; scaled up for larger logits
+PARITY_ATOL = 1e-4  # max |exported − eager| on the logits, in fp32
 PARITY_BATCH_SIZES = (1, 3)  # neither is the traced batch (2): shows the batch dimension really is dynamic
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 _INSTALL_HINT = "install the export extras: pip install 'resnets[export]' (onnx, onnxscript, onnxruntime)"
@@ -228,9 +228,9 @@ _LOADERS = {"onnx": _load_onnx, "torchscript": _load_torchscript, "exported-prog
 
 
 def parity_tolerance(reference: torch.Tensor, atol: float = PARITY_ATOL) -> float:
-    """The bound on max |exported − eager|: `atol`, scaled by the largest |logit| when that exceeds 1,
-    because float32 rounding error grows with the magnitude of what is computed."""
-    return atol * max(1.0, float(reference.abs().max()))
+    """The bound on max |exported − eager|: a flat `atol` on the logits. Measured differences are
+    ~1e-6 (float32 rounding in a different operator order), far inside it for logits of any usual size."""
+    return atol
 
 
 @torch.no_grad()
