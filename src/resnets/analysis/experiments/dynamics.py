@@ -68,7 +68,7 @@ def run(settings: Settings) -> Report:
     """Train each net per seed with a BranchWatcher; plot ratio and gate per block against the step."""
     data = settings.data or "cifar10"
     depth = (settings.depths or [56])[0]
-    epochs = settings.pick("budget", 0.3, 164)
+    epochs = settings.pick("budget", 1, 164)
     seeds = seeds_for(settings)
     x, _ = probe_batch(data, settings.data_dir, 128, seed=1234)
     histories: dict[str, list[list[dict]]] = {kind: [] for kind in NETS}
