@@ -124,12 +124,24 @@ def test_lesion_and_reproduce_experiments_on_tiny_cifar(tmp_path, data_dir) -> N
 
 
 @pytest.mark.slow
-def test_degradation_gradients_highway_and_dynamics_on_tiny_data(tmp_path, data_dir) -> None:
+def test_degradation_gradients_highway_and_dynamics_on_tiny_data(tmp_path, data_dir, monkeypatch) -> None:
     common = {"quick": True, "data_dir": data_dir, "seeds": [0, 1], "precision": "fp32"}
     run_experiment("degradation", Settings(out=tmp_path / "deg", depths=[20, 32], budget=2.0, **common))
     errors = _check_outputs(tmp_path / "deg", "degradation")["results"]["errors"]
     assert set(errors) == {"plain20", "plain32", "residual20", "residual32"}
     assert all(0 <= e <= 1 for v in errors.values() for e in v["train"] + v["test"])
+
+    # --reuse-runs: the finished runs are read back, not trained again, and give the same numbers.
+    import resnets.analysis.experiments.common as common_module
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(common_module, "train", no_training)
+    again = Settings(out=tmp_path / "deg", depths=[20, 32], budget=2.0, reuse_runs=True, **common)
+    run_experiment("degradation", again)
+    assert _check_outputs(tmp_path / "deg", "degradation")["results"]["errors"] == errors
+    monkeypatch.undo()
 
     run_experiment("gradients", Settings(out=tmp_path / "grad", depths=[20], budget=2, **common))
     runs = _check_outputs(tmp_path / "grad", "gradients")["results"]["runs"]

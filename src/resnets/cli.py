@@ -246,6 +246,7 @@ def _experiment_settings(args: argparse.Namespace, name: str) -> Any:
         device=args.device,
         precision=args.precision,
         recipe=getattr(args, "recipe", None),
+        reuse_runs=args.reuse_runs,
         argv=["resnets", *sys.argv[1:]],
     )
 
@@ -292,6 +293,11 @@ def _add_experiment_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     p.add_argument("--out", help="experiment directory (default experiments/NAME[-quick])")
+    p.add_argument(
+        "--reuse-runs",
+        action="store_true",
+        help="keep runs in OUT/runs that finished with the same config (after an interrupted experiment)",
+    )
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -41,7 +41,9 @@ def run_experiment(name: str, settings: Settings) -> tuple[Report, Path]:
     """Run experiment `name` and write its report into `settings.out`; returns the report and its path."""
     if name not in EXPERIMENTS:
         raise ConfigError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
-    # The training runs under OUT/runs belong to the experiment: a rerun replaces them.
-    shutil.rmtree(Path(settings.out) / "runs", ignore_errors=True)
+    # The training runs under OUT/runs belong to the experiment: a rerun replaces them (with
+    # reuse_runs, those that finished with the same config are kept and not trained again).
+    if not settings.reuse_runs:
+        shutil.rmtree(Path(settings.out) / "runs", ignore_errors=True)
     report = EXPERIMENTS[name][0](settings)
     return report, write_report(report, settings.out)

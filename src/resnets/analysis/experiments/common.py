@@ -4,7 +4,9 @@ other run), probe batches from the real data, and figures."""
 from __future__ import annotations
 
 import functools
+import json
 import shlex
+import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,6 +51,7 @@ class Settings:
     recipe: str | None = None  # reproduce: which paper's recipe
     device: str = "auto"
     precision: str = "auto"
+    reuse_runs: bool = False  # keep finished runs under OUT/runs whose config matches, instead of retraining
     argv: list[str] = field(default_factory=lambda: list(sys.argv))
 
     def pick(self, name: str, quick: Any, full: Any) -> Any:
@@ -113,12 +116,32 @@ def train_run(
     cfg.run.epochs, cfg.run.max_steps = None, steps
     if log_points:
         cfg.run.log_every = max(1, steps // log_points)
+    if settings.reuse_runs and not callbacks:
+        finished = _finished_run(run_dir, cfg)
+        if finished is not None:
+            return finished
+        shutil.rmtree(run_dir, ignore_errors=True)  # unfinished, or trained with another config
     try:
         return train(cfg, callbacks=callbacks)
     except TrainingDiverged:
         if may_diverge:
             return None
         raise
+
+
+def _finished_run(run_dir: Path, cfg: Any) -> RunResult | None:
+    """The result of a run already finished in `run_dir` with exactly this config, or None."""
+    from resnets.inference import load_model
+    from resnets.train.config import build_config, load_yaml
+
+    summary, saved = Path(run_dir) / "summary.json", Path(run_dir) / "config.yaml"
+    if not (summary.is_file() and saved.is_file()):
+        return None
+    mine = cfg.to_dict()
+    mine["run"]["out"] = str(run_dir)
+    if build_config(load_yaml(saved)).to_dict() != mine:  # defaults filled in: older files compare too
+        return None
+    return RunResult(Path(run_dir), json.loads(summary.read_text()), load_model(run_dir))
 
 
 def _steps_per_epoch(cfg: Any) -> int:
