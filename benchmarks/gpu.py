@@ -69,6 +69,11 @@ def train_rate(
     return median_rate(step, batch, steps, repeats, device)
 
 
+def _rate(images_per_second: float) -> str:
+    """Whole images/s, or 3 significant digits below 100 (a CPU smoke run is slower than 1 img/s)."""
+    return f"{images_per_second:,.0f}" if images_per_second >= 100 else f"{images_per_second:.3g}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -111,7 +116,7 @@ def main() -> None:
             peak = peaks["bf16" if mode.precision is not None else "fp32"]
             minutes = f"{HE2016_IMAGES / rate / 60:,.1f}" if name == "resnet56" else "–"
             print(
-                f"| {name} | {batch} | {size} | {mode.name} | {rate:,.0f} | {rate / base:.2f}× | "
+                f"| {name} | {batch} | {size} | {mode.name} | {_rate(rate)} | {rate / base:.2f}× | "
                 f"{100 * rate * train_flops / 1e9 / peak:.1f}% | {minutes} |"
             )
 
