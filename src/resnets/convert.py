@@ -32,12 +32,10 @@ from resnets.train.checkpoint import (
     CONVERT_HINT,
     MAX_CLASSES,
     ModelMeta,
-    check_loaded_tensors,
     check_meta,
-    check_torch_zip,
     load_weights,
+    safe_torch_load,
     save_weights,
-    torch_load_reason,
 )
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -246,17 +244,14 @@ def load_state_dict_file(path: str | Path) -> dict[str, Any]:
         return load_weights(path)[0]
     # Before torch.load: no legacy pickle stream, no record larger than the file or sharing its bytes, no
     # global beyond what a state_dict needs.
-    check_torch_zip(path, _TORCH_FILE_ADVICE)
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load fails on a broken or hostile file in many ways
-        # Never torch's advice to load with weights_only=False or to allow a global: either runs the file.
-        raise CheckpointError(
+    return safe_torch_load(
+        path,
+        _TORCH_FILE_ADVICE,
+        lambda reason: (
             f"{path} could not be read as plain tensors with torch.load(weights_only=True) "
-            f"({torch_load_reason(err)}). {_TORCH_FILE_ADVICE}"
-        ) from None
-    check_loaded_tensors(loaded, path, _TORCH_FILE_ADVICE)
-    return loaded
+            f"({reason}). {_TORCH_FILE_ADVICE}"
+        ),
+    )
 
 
 _TORCH_FILE_ADVICE = (

@@ -18,7 +18,7 @@ import shutil
 import struct
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -417,6 +417,18 @@ def torch_load_reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {reason}" if isinstance(err, LookupError) else reason
 
 
+def safe_torch_load(path: Path, advice: str, failure: Callable[[str], str]) -> Any:
+    """torch.load(weights_only=True) of `path` between the checks that keep it bounded: the zip and its
+    pickle before, the tensors' sizes after. A failure raises CheckpointError(failure(reason))."""
+    check_torch_zip(path, advice)
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load fails on a broken or hostile file in many ways
+        raise CheckpointError(failure(torch_load_reason(err))) from None
+    check_loaded_tensors(loaded, path, advice)
+    return loaded
+
+
 _RESUME_ADVICE = "Resume from another checkpoint, or start the run afresh"
 
 
@@ -427,17 +439,16 @@ def load_state(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         what = "is not a file" if path.exists() else "does not exist"
         raise CheckpointError(f"training state {path} {what}")
-    check_torch_zip(path, _RESUME_ADVICE)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load fails on a broken or hostile file in many ways
-        raise CheckpointError(
-            f"{path} could not be loaded safely (it holds objects other than tensors and plain data, or it "
-            f"is truncated): {torch_load_reason(err)}. {_RESUME_ADVICE}"
-        ) from None
+    state = safe_torch_load(
+        path,
+        _RESUME_ADVICE,
+        lambda reason: (
+            f"{path} could not be loaded safely (it holds objects other than tensors and plain "
+            f"data, or it is truncated): {reason}. {_RESUME_ADVICE}"
+        ),
+    )
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: a training state is a dict, found {type(state).__name__}")
-    check_loaded_tensors(state, path, _RESUME_ADVICE)
     return state
 
 
