@@ -112,3 +112,22 @@ def test_bad_widths_and_conflicting_options_are_explained() -> None:
         resnets.create_model("skipnet", layers=[4, 4], skip="gated")
     with pytest.raises(ValueError, match=">= 2 for projection"):
         uniform_layers(4, 8, "projection", span=1)
+
+
+def test_scale_branches_keeps_a_deep_unnormalised_residual_stack_finite_at_init() -> None:
+    # He init alone: every identity sum adds the branch's variance, so 98 sums explode the output;
+    # scaled by 1/√n (n summing layers) it stays of order one. Plain layers keep the He std.
+    x = torch.rand(64, 1, 28, 28)
+    torch.manual_seed(0)
+    he = resnets.create_model("residual_mlp", depth=100)
+    torch.manual_seed(0)
+    scaled = resnets.create_model("residual_mlp", depth=100, scale_branches=True)
+    with torch.no_grad():
+        assert he(x).std() > 1e6
+        assert scaled(x).std() < 10
+    summing = [layer for layer in scaled.layers if layer.identity_sources]
+    assert len(summing) == 98  # layers 3…100 each sum a^(l-2)
+    he_std = (2 / 64) ** 0.5  # gain √2 for ReLU, fan-in 64
+    pooled = torch.cat([layer.linear.weight.flatten() for layer in summing])
+    assert pooled.std().item() == pytest.approx(he_std / 98**0.5, rel=0.02)
+    assert scaled.layers[1].linear.weight.std().item() == pytest.approx(he_std, rel=0.05)

@@ -178,7 +178,9 @@ class SkipLayer(nn.Module):
 
 
 class SkipNet(ClassifierNet):
-    """A fully connected network with arbitrary skips (see the module docstring); flattens its input."""
+    """A fully connected network with arbitrary skips (see the module docstring); flattens its input.
+    `scale_branches` starts the matrix of every layer that sums identity skips 1/√n smaller (n such
+    layers), so a deep un-normalised residual stack does not explode at init."""
 
     spatial_features = False  # a^L is a vector
 
@@ -193,6 +195,7 @@ class SkipNet(ClassifierNet):
         input_size: Sequence[int] = (28, 28),
         activation: str = "relu",
         gate_bias: float = DEFAULT_GATE_BIAS,
+        scale_branches: bool = False,
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -213,7 +216,7 @@ class SkipNet(ClassifierNet):
         self.layers = nn.ModuleList(blocks)
         self.num_features = widths[-1]
         self.head = self._make_classifier(num_classes)
-        self._init_weights(gate_bias)
+        self._init_weights(gate_bias, scale_branches)
 
     @property
     def skip(self) -> str:
@@ -221,13 +224,20 @@ class SkipNet(ClassifierNet):
         kinds = {s.kind for spec in self.specs for s in spec.skips} or {"none"}
         return kinds.pop() if len(kinds) == 1 else "mixed"
 
-    def _init_weights(self, gate_bias: float) -> None:
+    def _init_weights(self, gate_bias: float, scale_branches: bool) -> None:
         # He et al. 2015: N(0, gain²/fan_in) keeps activation variance across layers (gain √2 for
         # ReLU); biases start at zero and gate biases negative, so highway layers start carrying.
         gain = nn.init.calculate_gain("linear" if self.activation == "identity" else self.activation)
+        # Without normalisation every identity sum a^l = g(W a^(l-1) + a^(l-k)) adds the branch's variance
+        # to the skip's, so the variance grows geometrically with depth (residual_mlp of 100 layers: output
+        # std 1.7e12 at init). Scaling the matrix of each of the n summing layers by 1/√n keeps the growth
+        # bounded (cf. Hanin & Rolnick 2018 on scaled residual modules; Fixup, Zhang et al. 2019).
+        summing = sum(1 for layer in self.layers if layer.identity_sources)
+        branch = 1 / summing**0.5 if scale_branches and summing else 1.0
         for layer in self.layers:
             for lin in [layer.linear, *layer.projections.values()]:
-                nn.init.normal_(lin.weight, 0.0, gain / lin.in_features**0.5)
+                scale = branch if layer.identity_sources and lin is layer.linear else 1.0
+                nn.init.normal_(lin.weight, 0.0, scale * gain / lin.in_features**0.5)
                 if lin.bias is not None:
                     nn.init.zeros_(lin.bias)
             if layer.gate is not None:
