@@ -10,7 +10,7 @@ import resnets
 from formats import write_cifar10, write_mnist
 from resnets.analysis.experiments import EXPERIMENTS, Settings, run_experiment
 from resnets.analysis.experiments.degradation import degrades, final_train_error
-from resnets.analysis.experiments.dynamics import phase_means
+from resnets.analysis.experiments.dynamics import dynamics_verdict, init_mean, phase_means, trend
 from resnets.analysis.experiments.gradients import first_last_ratio, spread
 from resnets.analysis.experiments.highway import carry_gate_bias, trains
 from resnets.analysis.experiments.lesion import downsampling
@@ -61,9 +61,31 @@ def test_gradient_ratios_and_highway_training_threshold() -> None:
     assert trains(0.05) and not trains(2.30) and not trains(math.log(10) / 2)
 
 
-def test_phase_means_compare_first_and_last_fifth() -> None:
-    history = [{"ratio": [float(i), None, float(i)]} for i in range(10)]
+def test_phase_means_compare_first_and_last_fifth_of_training_and_read_init_apart() -> None:
+    history = [{"step": 0, "ratio": [100.0, None]}]
+    history += [{"step": 10 * (i + 1), "ratio": [float(i), None, float(i)]} for i in range(10)]
     assert phase_means(history, "ratio") == (0.5, 8.5)
+    assert init_mean(history, "ratio") == 100.0
+    assert math.isnan(init_mean(history[1:], "ratio"))
+
+
+def test_skip_dynamics_verdict_counts_only_changes_beyond_the_seed_spread() -> None:
+    assert trend([0.45, 0.46], [0.60, 0.62]) == 1
+    assert trend([0.452, 0.470], [0.46, 0.48]) == 0  # +0.009 within the spread 0.014
+    assert trend([0.5, 0.5], [0.3, 0.31]) == -1
+
+    def results(ratio_late: list[float], gate_late: list[float]) -> dict:
+        return {
+            "residual/ratio": {"init": [0.4, 0.4], "early": [0.45, 0.46], "late": ratio_late},
+            "highway/gate": {"init": [0.05, 0.05], "early": [0.10, 0.10], "late": gate_late},
+        }
+
+    grows = dynamics_verdict(results([0.9, 1.0], [0.3, 0.32]))
+    assert "branch grows" in grows and "gates open" in grows and "use the skipped layers more" in grows
+    assert "0.050 at init, 0.100 → 0.310" in grows
+    flat = dynamics_verdict(results([0.45, 0.47], [0.10, 0.11]))
+    assert "stays within the seed spread" in flat and "not seen at this budget" in flat
+    assert "only one of the two" in dynamics_verdict(results([0.45, 0.47], [0.3, 0.32]))
 
 
 def test_lesion_knows_the_downsampling_blocks_and_reproduce_its_tables() -> None:
@@ -159,6 +181,7 @@ def test_degradation_gradients_highway_and_dynamics_on_tiny_data(tmp_path, data_
     run_experiment("skip-dynamics", Settings(out=tmp_path / "dyn", depths=[20], budget=10.0, **common))
     histories = _check_outputs(tmp_path / "dyn", "skip-dynamics")["results"]["histories"]
     assert len(histories["residual"][0]) >= 2 and len(histories["highway"][0][0]["gate"]) == 9
+    assert histories["residual"][0][0]["step"] == 0  # the net as initialised is probed too
 
 
 def test_cli_lists_experiments_and_runs_one(tmp_path, capsys) -> None:

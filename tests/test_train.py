@@ -247,6 +247,21 @@ def test_resume_at_an_epoch_boundary_and_a_finished_run(tmp_path) -> None:
     assert (tmp_path / "b" / "summary.json").read_text() == before
 
 
+def test_callbacks_see_step_0_of_a_fresh_run_and_every_log_interval(tmp_path) -> None:
+    seen: list[tuple[int, torch.Tensor]] = []
+
+    def watch(trainer, log) -> None:
+        seen.append((trainer.step, trainer.model.fc.weight.detach().clone()))
+
+    with pytest.raises(TrainingInterrupted):
+        train(_cfg(tmp_path / "a", run={"log_every": 10}), stop_after_steps=22, callbacks=[watch])
+    assert [step for step, _ in seen] == [0, 10, 20]
+    assert not torch.equal(seen[0][1], seen[1][1])  # step 0 is the model before any update
+    seen.clear()
+    train(resume=tmp_path / "a", callbacks=[watch])  # 2 epochs × 22 steps; no second step 0
+    assert [step for step, _ in seen] == [30, 40]
+
+
 def test_tensorboard_and_metrics_keep_every_step_across_a_resume(tmp_path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -227,8 +227,9 @@ class _NoLog(RunLog):
 # ---- the trainer -------------------------------------------------------------------------------
 
 
-# Called at every log interval (after the step's log line) with the trainer and its log: analysis hooks
-# that watch a run (e.g. resnets.analysis.experiments.dynamics) read `trainer.model` and `trainer.step`.
+# Called at every log interval (after the step's log line), and once at step 0 before a fresh run trains,
+# with the trainer and its log: analysis hooks that watch a run (e.g.
+# resnets.analysis.experiments.dynamics) read `trainer.model` and `trainer.step`.
 StepCallback = Callable[["Trainer", "RunLog"], None]
 
 
@@ -473,6 +474,9 @@ class Trainer:
         if graceful:
             signal.signal(signal.SIGINT, self._on_sigint)
         try:
+            if self.step == 0:  # a fresh run: callbacks also see the model as initialised
+                for callback in self.callbacks:
+                    callback(self, log)
             epoch = start_epoch - 1  # the last epoch completed, if the loop has nothing left to do
             for epoch in range(start_epoch, self.epochs):
                 meter = ClassificationMeter(self.data.num_classes, self.device)
@@ -882,7 +886,8 @@ def train(
     """Train a model. `config` is a TrainConfig or a nested mapping of overrides on the recipe it names
     (default recipe `quick`); `resume=RUN_DIR` continues a stopped run exactly where it stopped.
     `stop_after_steps` stops (as Ctrl-C does) after that many steps, leaving a resumable checkpoint;
-    `callbacks` are called at every log interval (see StepCallback). Under torchrun every process calls
+    `callbacks` are called at every log interval and, in a fresh run, once at step 0 before training
+    (see StepCallback). Under torchrun every process calls
     this; a job torchrun restarts after a failure continues from the run's last checkpoint."""
     info = from_env()
     if resume is not None:
