@@ -32,10 +32,14 @@ def final_train_error(steps: list[dict]) -> float:
     return statistics.fmean(1 - r["accuracy"] for r in tail)
 
 
+def depth_penalty(shallow: list[float], deep: list[float]) -> float:
+    """The deep net's mean error minus the shallow net's (negative: the deep net is better)."""
+    return mean_std(deep)[0] - mean_std(shallow)[0]
+
+
 def degrades(shallow: list[float], deep: list[float]) -> bool:
     """Whether the deep net's error exceeds the shallow net's by more than the seed-to-seed spread."""
-    spread = max(mean_std(shallow)[1], mean_std(deep)[1])
-    return mean_std(deep)[0] - mean_std(shallow)[0] > spread
+    return depth_penalty(shallow, deep) > max(mean_std(shallow)[1], mean_std(deep)[1])
 
 
 def run(settings: Settings) -> Report:
@@ -99,11 +103,17 @@ def run(settings: Settings) -> Report:
         a, b = errors[f"{kind}{shallow}"]["train"], errors[f"{kind}{deep}"]["train"]
         return f"{kind}-{deep} {pm(b, 100)}% vs {kind}-{shallow} {pm(a, 100)}%"
 
+    penalty = {
+        kind: depth_penalty(errors[f"{kind}{shallow}"]["train"], errors[f"{kind}{deep}"]["train"])
+        for kind in KINDS
+    }
     verdict = f"Training error: {says('plain')}; {says('residual')}. " + (
         "The deeper plain net trains worse and the deeper residual net does not: degradation, as in He et al."
         if as_paper
         else "Degradation is not clearly shown at this budget "
-        f"(plain degrades: {plain_degrades}; residual degrades: {residual_degrades})."
+        f"(plain degrades: {plain_degrades}; residual degrades: {residual_degrades}): "
+        f"going from {shallow} to {deep} layers costs the plain net {100 * penalty['plain']:+.1f} points "
+        f"and the residual net {100 * penalty['residual']:+.1f}."
     )
     notes = []
     if min(statistics.fmean(errors[f"{kind}{deep}"]["train"]) for kind in KINDS) > 0.8:
@@ -123,7 +133,12 @@ def run(settings: Settings) -> Report:
         title="Degradation: plain against residual nets of increasing depth (He et al. 2016, Fig. 6)",
         command=settings.command,
         settings={"data": data, "depths": depths, "epochs": epochs, "recipe": "he2016-cifar", "seeds": seeds},
-        results={"errors": errors, "plain_degrades": plain_degrades, "residual_degrades": residual_degrades},
+        results={
+            "errors": errors,
+            "plain_degrades": plain_degrades,
+            "residual_degrades": residual_degrades,
+            "depth_penalty": penalty,
+        },
         table=markdown_table(["net", "final training error (%)", "test error (%)"], rows),
         verdict=verdict,
         figures=figures,
