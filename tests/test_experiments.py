@@ -11,7 +11,7 @@ from formats import write_cifar10, write_mnist
 from resnets.analysis.experiments import EXPERIMENTS, Settings, run_experiment
 from resnets.analysis.experiments.degradation import degrades, final_train_error
 from resnets.analysis.experiments.dynamics import dynamics_verdict, init_mean, phase_means, trend
-from resnets.analysis.experiments.gradients import first_last_ratio, spread
+from resnets.analysis.experiments.gradients import first_last_ratio, gradients_verdict, spread, wider
 from resnets.analysis.experiments.highway import carry_gate_bias, trains
 from resnets.analysis.experiments.lesion import downsampling
 from resnets.analysis.experiments.reproduce import models_for
@@ -59,6 +59,25 @@ def test_gradient_ratios_and_highway_training_threshold() -> None:
     assert first_last_ratio([1e-4, 1e-2, 1.0]) == pytest.approx(1e-4)
     assert spread([1e-4, 1e-2, 1.0]) == pytest.approx(1e4) and spread([2.0, 2.0]) == 1.0
     assert trains(0.05) and not trains(2.30) and not trains(math.log(10) / 2)
+
+
+def test_gradients_verdict_counts_plain_wider_only_beyond_the_seed_spread() -> None:
+    assert wider([3.5, 3.7], [1.6, 1.8])
+    assert not wider([1.15, 1.30], [1.14, 1.16])  # within the plain net's spread
+    assert not wider([math.nan, 3.0], [1.0, 1.1])  # a diverged run decides nothing
+    comparisons = {
+        ("conv", "init"): ([3.5, 3.7], [1.6, 1.8]),
+        ("conv", "trained"): ([1.4, 1.6], [1.3, 1.7]),
+        ("mlp", "init"): ([1.2, 1.2], [1.1, 1.1]),
+        ("mlp", "trained"): ([2.3, 2.4], [1.4, 1.4]),
+    }
+    said = gradients_verdict(comparisons, {"conv": 56, "mlp": 100}, steps=50)
+    assert "in 3 of 4 comparisons" in said and "within the seed spread" in said
+    assert (
+        "conv depth 56, plain vs residual: 10^3.6 vs 10^1.7 at init, 10^1.5 vs 10^1.5 after 50 steps" in said
+    )
+    comparisons[("conv", "trained")] = ([2.4, 2.5], [1.3, 1.4])
+    assert "narrower range" in gradients_verdict(comparisons, {"conv": 56, "mlp": 100}, steps=50)
 
 
 def test_phase_means_compare_first_and_last_fifth_of_training_and_read_init_apart() -> None:
