@@ -221,3 +221,15 @@ def test_cli_lists_experiments_and_runs_one(tmp_path, capsys) -> None:
         main(["experiment", "nonsense"])
     with pytest.raises(SystemExit):
         main(["reproduce", "he2016-cifar", "--depths", "20,x"])
+
+
+def test_a_rerun_replaces_its_own_runs_and_keeps_other_experiments_runs(tmp_path) -> None:
+    # Two processes running other seeds into one OUT must not delete each other's runs.
+    settings = Settings(out=tmp_path / "bp", quick=True, budget=0.2)
+    run_experiment("backprop", settings)
+    other = tmp_path / "bp" / "runs" / "resnet56-s9"
+    other.mkdir()
+    (other / "metrics.jsonl").write_text("{}\n")
+    report, _ = run_experiment("backprop", settings)  # its finished runs are trained again, not refused
+    assert (other / "metrics.jsonl").read_text() == "{}\n"
+    assert "agree with autograd" in report.verdict

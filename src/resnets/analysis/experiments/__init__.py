@@ -4,7 +4,6 @@ directory (results.json, PNG figures, report.md)."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,9 +40,7 @@ def run_experiment(name: str, settings: Settings) -> tuple[Report, Path]:
     """Run experiment `name` and write its report into `settings.out`; returns the report and its path."""
     if name not in EXPERIMENTS:
         raise ConfigError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
-    # The training runs under OUT/runs belong to the experiment: a rerun replaces them (with
-    # reuse_runs, those that finished with the same config are kept and not trained again).
-    if not settings.reuse_runs:
-        shutil.rmtree(Path(settings.out) / "runs", ignore_errors=True)
+    # Each training run under OUT/runs is replaced when the experiment trains it again (train_run), not
+    # here: two processes running other seeds into one OUT must not delete each other's runs.
     report = EXPERIMENTS[name][0](settings)
     return report, write_report(report, settings.out)

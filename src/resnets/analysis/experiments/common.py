@@ -120,7 +120,9 @@ def train_run(
         finished = _finished_run(run_dir, cfg)
         if finished is not None:
             return finished
-        shutil.rmtree(run_dir, ignore_errors=True)  # unfinished, or trained with another config
+    # A rerun replaces this run only (unfinished, or trained with another config): experiments with other
+    # seeds running at the same time into the same OUT keep theirs.
+    shutil.rmtree(run_dir, ignore_errors=True)
     try:
         return train(cfg, callbacks=callbacks)
     except TrainingDiverged:
