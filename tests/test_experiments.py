@@ -10,12 +10,12 @@ import resnets
 from formats import write_cifar10, write_mnist
 from resnets.analysis.experiments import EXPERIMENTS, Settings, run_experiment
 from resnets.analysis.experiments.degradation import degrades, final_train_error
-from resnets.analysis.experiments.dynamics import dynamics_verdict, init_mean, phase_means, trend
+from resnets.analysis.experiments.dynamics import dynamics_verdict, init_mean, phase_means
 from resnets.analysis.experiments.gradients import first_last_ratio, gradients_verdict, spread, wider
 from resnets.analysis.experiments.highway import carry_gate_bias, trains
 from resnets.analysis.experiments.lesion import downsampling
 from resnets.analysis.experiments.reproduce import models_for
-from resnets.analysis.report import Report, markdown_table, mean_std, pm, write_report
+from resnets.analysis.report import Report, change_beyond_spread, markdown_table, mean_std, pm, write_report
 from resnets.cli import main
 from resnets.errors import ConfigError
 
@@ -89,9 +89,9 @@ def test_phase_means_compare_first_and_last_fifth_of_training_and_read_init_apar
 
 
 def test_skip_dynamics_verdict_counts_only_changes_beyond_the_seed_spread() -> None:
-    assert trend([0.45, 0.46], [0.60, 0.62]) == 1
-    assert trend([0.452, 0.470], [0.46, 0.48]) == 0  # +0.009 within the spread 0.014
-    assert trend([0.5, 0.5], [0.3, 0.31]) == -1
+    assert change_beyond_spread([0.45, 0.46], [0.60, 0.62]) == 1
+    assert change_beyond_spread([0.452, 0.470], [0.46, 0.48]) == 0  # +0.009 within the spread 0.014
+    assert change_beyond_spread([0.5, 0.5], [0.3, 0.31]) == -1
 
     def results(ratio_late: list[float], gate_late: list[float]) -> dict:
         return {

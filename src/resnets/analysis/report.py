@@ -63,6 +63,16 @@ def environment(device: torch.device | None = None) -> dict[str, Any]:
     return env
 
 
+def change_beyond_spread(before: Sequence[float], after: Sequence[float]) -> int:
+    """+1 if the mean of `after` exceeds that of `before` by more than the larger seed-to-seed std, −1 if
+    it falls below by more, 0 if the change is within it (or a value is not finite)."""
+    (b, b_std), (a, a_std) = mean_std(before), mean_std(after)
+    change, spread = a - b, max(b_std, a_std)
+    if not (math.isfinite(change) and math.isfinite(spread)) or abs(change) <= spread:
+        return 0
+    return 1 if change > 0 else -1
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value; nan when a value is not finite, e.g.
     the infinite loss of a diverged run)."""

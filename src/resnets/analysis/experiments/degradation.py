@@ -21,7 +21,7 @@ from resnets.analysis.experiments.common import (
     seeds_for,
     train_run,
 )
-from resnets.analysis.report import Report, environment, markdown_table, mean_std, pm
+from resnets.analysis.report import Report, change_beyond_spread, environment, markdown_table, mean_std, pm
 
 KINDS = {"plain": "plain{d}", "residual": "resnet{d}"}
 
@@ -39,7 +39,7 @@ def depth_penalty(shallow: list[float], deep: list[float]) -> float:
 
 def degrades(shallow: list[float], deep: list[float]) -> bool:
     """Whether the deep net's error exceeds the shallow net's by more than the seed-to-seed spread."""
-    return depth_penalty(shallow, deep) > max(mean_std(shallow)[1], mean_std(deep)[1])
+    return change_beyond_spread(shallow, deep) > 0
 
 
 def run(settings: Settings) -> Report:

@@ -27,7 +27,7 @@ from resnets.analysis.experiments.common import (
     train_run,
 )
 from resnets.analysis.probes import record_branches
-from resnets.analysis.report import Report, environment, markdown_table, mean_std, pm
+from resnets.analysis.report import Report, change_beyond_spread, environment, markdown_table, pm
 
 NETS = {"residual": "resnet{d}", "highway": "highway{d}"}
 
@@ -67,14 +67,6 @@ def init_mean(history: list[dict], key: str) -> float:
     """Mean over blocks of `key` at step 0, before the first update (NaN if the run has no such probe)."""
     at_init = [h for h in history if h.get("step") == 0]
     return _block_mean(at_init, key) if at_init else math.nan
-
-
-def trend(early: list[float], late: list[float]) -> int:
-    """+1 if the late values exceed the early ones by more than the seed-to-seed spread, −1 if they fall
-    below by more, 0 if the change is within it."""
-    change = statistics.fmean(late) - statistics.fmean(early)
-    spread = max(mean_std(early)[1], mean_std(late)[1])
-    return 0 if abs(change) <= spread else (1 if change > 0 else -1)
 
 
 def _block_mean(rows: list[dict], key: str) -> float:
@@ -163,7 +155,8 @@ def dynamics_verdict(results: dict[str, dict[str, list[float]]]) -> str:
     last fifth of training against the seed spread, and whether that is the seed's 'start simple, then
     use the skipped layers more' (ratio up, gates open)."""
     ratio, gate = results["residual/ratio"], results["highway/gate"]
-    r_trend, g_trend = trend(ratio["early"], ratio["late"]), trend(gate["early"], gate["late"])
+    r_trend = change_beyond_spread(ratio["early"], ratio["late"])
+    g_trend = change_beyond_spread(gate["early"], gate["late"])
     words = {1: "grows", -1: "shrinks", 0: "stays within the seed spread"}
     gate_words = {1: "open", -1: "close", 0: "stay within the seed spread"}
 

@@ -27,7 +27,7 @@ from resnets.analysis.experiments.common import (
 )
 from resnets.analysis.experiments.highway import model_kwargs
 from resnets.analysis.probes import gradient_norms
-from resnets.analysis.report import Report, environment, markdown_table, mean_std, pm
+from resnets.analysis.report import Report, change_beyond_spread, environment, markdown_table, pm
 from resnets.registry import create_model
 
 CONV = {"plain": "plain{d}", "residual": "resnet{d}", "highway": "highway{d}"}
@@ -51,9 +51,7 @@ def spread(norms: list[float]) -> float:
 def wider(plain: list[float], residual: list[float]) -> bool:
     """Whether the plain net's log10 spreads (one per seed) exceed the residual net's by more than the
     seed-to-seed spread; False when either run diverged (NaN)."""
-    if any(math.isnan(v) for v in plain + residual):
-        return False
-    return mean_std(plain)[0] - mean_std(residual)[0] > max(mean_std(plain)[1], mean_std(residual)[1])
+    return change_beyond_spread(residual, plain) > 0
 
 
 def gradients_verdict(
