@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 import resnets
-from resnets.train.engine import pick_precision
+from resnets.runtime import pick_precision
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from common import machine_line
 
-from resnets.bench import matmul_peak, median_rate
+from resnets.deploy.bench import matmul_peak, median_rate
 from resnets.info import count_flops
 from resnets.registry import create_model, get_spec
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from common import machine_line, write_fake_cifar10
 
 import resnets
-from resnets.train.engine import pick_device, pick_precision
+from resnets.runtime import pick_device, pick_precision
 
 # He et al. 2016, Table 6: CIFAR-10 test error (%) of the option-A ResNets.
 PAPER_ERROR = {"resnet20": 8.75, "resnet32": 7.51, "resnet44": 7.17, "resnet56": 6.97, "resnet110": 6.43}

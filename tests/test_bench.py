@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnets.bench import MODES, Row, format_table, matmul_peak
 from resnets.cli import main
+from resnets.deploy.bench import MODES, Row, format_table, matmul_peak
 
 
 def test_smoke_run_prints_machine_peaks_and_a_row_per_model_and_mode(capsys) -> None:

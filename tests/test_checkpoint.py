@@ -8,15 +8,9 @@ import pytest
 import torch
 
 from resnets.errors import CheckpointError
+from resnets.io.weights import ModelMeta, load_weights, save_weights
 from resnets.train import checkpoint as ckpt
-from resnets.train.checkpoint import (
-    ModelMeta,
-    load_checkpoint,
-    load_state,
-    load_weights,
-    save_checkpoint,
-    save_weights,
-)
+from resnets.train.checkpoint import load_checkpoint, load_state, save_checkpoint
 
 META = ModelMeta("resnet20", 10, 3, [3, 32, 32], [0.5] * 3, [0.25] * 3, [str(i) for i in range(10)])
 

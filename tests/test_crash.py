@@ -16,7 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from resnets.train.checkpoint import find_checkpoint, load_checkpoint, load_weights
+from resnets.io.weights import load_weights
+from resnets.train.checkpoint import find_checkpoint, load_checkpoint
 from resnets.train.engine import train
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

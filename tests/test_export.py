@@ -13,10 +13,10 @@ from torch import nn
 import resnets
 from resnets import export as export_module
 from resnets.cli import main
+from resnets.deploy.export import ExportError, export_model
+from resnets.deploy.inference import InferenceOptions, predict
 from resnets.errors import CheckpointError, ConfigError
-from resnets.export import ExportError, export_model
-from resnets.inference import InferenceOptions, predict
-from resnets.train.checkpoint import ModelMeta, save_weights
+from resnets.io.weights import ModelMeta, save_weights
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

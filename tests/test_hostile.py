@@ -36,20 +36,13 @@ from formats import (
     write_idx,
     write_mnist,
 )
-from resnets.convert import load_state_dict_file
 from resnets.data import load_dataset
 from resnets.data.formats import read_cifar_binary, read_cifar_python, read_idx, read_pickled_names
 from resnets.data.images import MAX_PIXELS, load_image_tensor, to_mode
+from resnets.deploy.convert import load_state_dict_file
 from resnets.errors import CheckpointError, ConfigError, DataError, ResnetsError
-from resnets.train.checkpoint import (
-    CONVERT_HINT,
-    ModelMeta,
-    check_meta,
-    load_state,
-    load_weights,
-    save_checkpoint,
-    save_weights,
-)
+from resnets.io.weights import CONVERT_HINT, ModelMeta, check_meta, load_weights, save_weights
+from resnets.train.checkpoint import load_state, save_checkpoint
 from resnets.train.config import build_config, load_yaml, resolve_config
 
 FUZZ = settings(
@@ -412,12 +405,12 @@ _GOOD_META = {
 def test_metadata_values_are_range_checked_before_anything_is_built(
     tmp_path, monkeypatch, changes, reason
 ) -> None:
-    import resnets.inference
+    import resnets.deploy.inference
 
     path = tmp_path / "model.safetensors"
     save_weights(path, {"a": torch.zeros(1)}, ModelMeta(**{**_GOOD_META, **changes}))
     built: list[str] = []
-    monkeypatch.setattr(resnets.inference, "create_model", lambda name, **kw: built.append(name))
+    monkeypatch.setattr(resnets.deploy.inference, "create_model", lambda name, **kw: built.append(name))
     with pytest.raises(CheckpointError, match=reason) as err:
         resnets.load_model(path)
     msg = str(err.value)

@@ -9,10 +9,10 @@ import torchvision
 from torch import nn
 
 import resnets
-import resnets.convert
+import resnets.deploy.convert
 from formats import safetensors_bytes, torch_file_with_pickle
 from resnets.cli import main
-from resnets.convert import (
+from resnets.deploy.convert import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     import_state_dict,
@@ -20,7 +20,7 @@ from resnets.convert import (
     load_state_dict_file,
 )
 from resnets.errors import CheckpointError, ConfigError, UnknownModelError
-from resnets.train.checkpoint import CONVERT_HINT, load_weights
+from resnets.io.weights import CONVERT_HINT, load_weights
 
 
 def _randomise_norms(model: nn.Module) -> None:
@@ -184,13 +184,13 @@ def test_non_tensor_entries_and_unknown_models_are_refused(tmp_path) -> None:
 def _record_builds(monkeypatch) -> list[str]:
     """The devices create_model builds on during the test ("meta" costs no memory)."""
     devices: list[str] = []
-    real = resnets.convert.create_model
+    real = resnets.deploy.convert.create_model
 
     def recording(*args, **kwargs):
         devices.append(torch.get_default_device().type)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(resnets.convert, "create_model", recording)
+    monkeypatch.setattr(resnets.deploy.convert, "create_model", recording)
     return devices
 
 

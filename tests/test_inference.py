@@ -10,7 +10,7 @@ from torch import nn
 
 import resnets
 from resnets.cli import main
-from resnets.inference import InferenceOptions, fold_batchnorm, predict, prepare_inference
+from resnets.deploy.inference import InferenceOptions, fold_batchnorm, predict, prepare_inference
 from resnets.registry import get_spec
 
 

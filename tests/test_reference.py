@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from resnets import reference as R
+from resnets.analysis.experiments import skipnet_adapter as A
 from resnets.models.skipnet import LayerSpec, Skip, SkipNet, uniform_layers
 
 KINDS = ["none", "identity", "projection", "dense", "gated"]
@@ -54,7 +55,7 @@ def _torch_sgd_step(net: SkipNet, x: torch.Tensor, y: torch.Tensor, lr: float) -
 def test_forward_activations_and_loss_match(kind: str, activation: str) -> None:
     net = _make(kind, activation)
     x, y = _batch(net)
-    ref = R.from_skipnet(net)
+    ref = A.from_skipnet(net)
     cache = ref.forward(x.numpy())
     for a_torch, a_ref in zip(net.activations(x), cache["a"], strict=True):
         np.testing.assert_allclose(a_torch.detach().numpy(), a_ref, rtol=1e-12, atol=1e-13)
@@ -68,11 +69,11 @@ def test_one_sgd_step_matches_the_seeds_update_rules(kind: str, activation: str)
     net = _make(kind, activation)
     x, y = _batch(net)
     lr = 0.5
-    ref = R.from_skipnet(net)
+    ref = A.from_skipnet(net)
     before = {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
 
     after_torch = _torch_sgd_step(net, x, y, lr)
-    after_ref = R.to_skipnet_state(ref.sgd_step(x.numpy(), y.numpy(), lr), net)
+    after_ref = A.to_skipnet_state(ref.sgd_step(x.numpy(), y.numpy(), lr), net)
 
     assert max(R.max_relative_error(after_torch, after_ref).values()) < 1e-10
     # The updates themselves (far smaller than the weights) agree to the same precision.
@@ -84,13 +85,13 @@ def test_one_sgd_step_matches_the_seeds_update_rules(kind: str, activation: str)
 
 def test_reference_weights_loaded_into_skipnet_give_the_same_activations() -> None:
     net = _make("mixed", "tanh")
-    ref = R.from_skipnet(net)
+    ref = A.from_skipnet(net)
     rng = np.random.default_rng(3)
     for arr in ref.parameters().values():  # new weights, made on the reference side
         arr[...] = rng.normal(size=arr.shape) * 0.4
     fresh = _make("mixed", "tanh")
     fresh.load_state_dict(
-        {k: torch.from_numpy(v) for k, v in R.to_skipnet_state(ref, fresh).items()}, strict=True
+        {k: torch.from_numpy(v) for k, v in A.to_skipnet_state(ref, fresh).items()}, strict=True
     )
     x, _ = _batch(fresh)
     for a_torch, a_ref in zip(fresh.activations(x), ref.forward(x.numpy())["a"], strict=True):
@@ -101,7 +102,7 @@ def test_reference_gradients_match_central_differences() -> None:
     # The reference is checked against arithmetic alone, independently of autograd.
     net = _make("mixed", "tanh")
     x, y = (t.numpy() for t in _batch(net))
-    ref = R.from_skipnet(net)
+    ref = A.from_skipnet(net)
     grads = ref.gradients(x, y)
     params = ref.parameters()
     rng = np.random.default_rng(0)
@@ -138,7 +139,7 @@ def test_merged_matrix_learns_the_same_step() -> None:
     y = torch.randint(0, 3, (8,))
     torch.testing.assert_close(separate(x), merged(x), rtol=1e-14, atol=1e-14)
 
-    ref = R.from_skipnet(merged)  # the reference splits the merged matrix into the seed's W^(l-k,l)
+    ref = A.from_skipnet(merged)  # the reference splits the merged matrix into the seed's W^(l-k,l)
     new_sep, new_merged = _torch_sgd_step(separate, x, y, 0.3), _torch_sgd_step(merged, x, y, 0.3)
     for l in range(2, 6):
         stacked = np.concatenate(
@@ -146,5 +147,5 @@ def test_merged_matrix_learns_the_same_step() -> None:
         )
         np.testing.assert_allclose(new_merged[f"layers.{l}.linear.weight"], stacked, rtol=1e-12, atol=1e-15)
     # The reference, which updates each matrix by its own rule Δw^(l-k,l) = −η a^(l-k)·δ^l, agrees.
-    ref_state = R.to_skipnet_state(ref.sgd_step(x.numpy(), y.numpy(), 0.3), merged)
+    ref_state = A.to_skipnet_state(ref.sgd_step(x.numpy(), y.numpy(), 0.3), merged)
     assert max(R.max_relative_error(new_merged, ref_state).values()) < 1e-10

@@ -17,8 +17,10 @@ import resnets
 from formats import write_mnist
 from resnets.cli import main
 from resnets.errors import ConfigError
-from resnets.train.checkpoint import load_checkpoint, load_weights
-from resnets.train.engine import TrainingDiverged, TrainingInterrupted, pick_precision, train
+from resnets.io.weights import load_weights
+from resnets.runtime import pick_precision
+from resnets.train.checkpoint import load_checkpoint
+from resnets.train.engine import TrainingDiverged, TrainingInterrupted, train
 
 SHORT = {"model": {"name": "resnet20"}, "data": {"batch_size": 64}, "run": {"epochs": 2, "quiet": True}}
 
@@ -119,7 +121,7 @@ def test_optimizer_options_train(tmp_path) -> None:
 def test_fp16_on_cpu_is_refused_and_auto_picks_a_real_precision() -> None:
     with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
         pick_precision("fp16", torch.device("cpu"))
-    from resnets.train.engine import cpu_has_bf16
+    from resnets.runtime import cpu_has_bf16
 
     assert pick_precision("auto", torch.device("cpu")) == ("bf16" if cpu_has_bf16() else "fp32")
     assert pick_precision("auto", torch.device("cpu"), family="mlp") == "fp32"  # measured: bf16 is slower

@@ -106,8 +106,9 @@ def _flags_to_layer(args: argparse.Namespace) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """`resnets train`: resolve the config (recipe, files, flags, --set) and train."""
+    from resnets.api import train
     from resnets.train.config import resolve_config
-    from resnets.train.engine import SUMMARY_KEYS, train
+    from resnets.train.engine import SUMMARY_KEYS
 
     if args.nproc is not None:
         from resnets.train.distributed import launch
@@ -140,7 +141,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _inference_options(args: argparse.Namespace) -> Any:
-    from resnets.inference import InferenceOptions
+    from resnets.deploy.inference import InferenceOptions
 
     return InferenceOptions(
         precision=args.precision, channels_last=args.channels_last, fuse=args.fuse, compile=args.compile
@@ -161,7 +162,7 @@ def _add_inference_flags(p: argparse.ArgumentParser, precision: str) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """`resnets eval`: metrics of a saved model on a dataset's test split, printed and saved."""
-    from resnets.inference import evaluate, weights_path
+    from resnets.deploy.inference import evaluate, weights_path
 
     metrics = evaluate(
         args.path,
@@ -182,7 +183,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """`resnets predict`: top-k classes of image files."""
-    from resnets.inference import predict
+    from resnets.deploy.inference import predict
 
     options = _inference_options(args)
     for p in predict(args.path, args.images, top_k=args.top_k, options=options, device=args.device):
@@ -194,7 +195,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """`resnets export`: a saved model as ONNX, TorchScript or a torch.export program, parity-checked."""
-    from resnets.export import export_model
+    from resnets.deploy.export import export_model
 
     r = export_model(args.path, args.format, args.out, opset=args.opset, fuse=args.fuse)
     opset = f", opset {r.opset}" if r.opset is not None else ""
@@ -212,7 +213,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_import_weights(args: argparse.Namespace) -> int:
     """`resnets import-weights`: a torchvision/timm state_dict as a resnets model file."""
-    from resnets.convert import import_weights_file
+    from resnets.deploy.convert import import_weights_file
 
     report = import_weights_file(
         args.file, args.model, args.out, allow_partial=args.allow_partial, num_classes=args.num_classes
@@ -302,7 +303,7 @@ def _add_experiment_flags(p: argparse.ArgumentParser) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """`resnets bench`: training and inference images/s per model and mode, beside the matmul peak."""
-    from resnets.bench import run_benchmark
+    from resnets.deploy.bench import run_benchmark
 
     run_benchmark(args.models, args.modes, smoke=args.smoke, batch=args.batch_size, steps=args.steps)
     return 0
@@ -377,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inference_flags(pr, precision="fp32")
     pr.set_defaults(func=cmd_predict)
 
-    from resnets.export import FORMATS
+    from resnets.deploy.export import FORMATS
 
     xp = sub.add_parser(
         "export", help="write a saved model as ONNX, TorchScript or a torch.export program (parity-checked)"
@@ -403,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     iw.set_defaults(func=cmd_import_weights)
 
-    from resnets.bench import DEFAULT_MODELS, MODES
+    from resnets.deploy.bench import DEFAULT_MODELS, MODES
 
     b = sub.add_parser("bench", help="throughput per model and execution mode, against the matmul peak")
     b.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="model names")

@@ -5,13 +5,30 @@ Blocks and networks build from these; nothing here knows about a particular arch
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnets.registry import SKIP_KINDS
+
+class SkipKind(str, enum.Enum):
+    """What connects a block's input to its output: the one vocabulary of blocks, SkipNet and the
+    registry (DESIGN.md "The skip, as one idea"). A `str` enum, so `SkipKind.IDENTITY == "identity"`."""
+
+    NONE = "none"  # S(a) = 0: a plain network
+    IDENTITY = "identity"  # S(a) = a (zero-padded or projected where the shape changes): ResNet
+    PROJECTION = "projection"  # S(a) = W a, a learned matrix always: the seed's W^(l-2,l)
+    GATED = "gated"  # T·F(a) + (1 − T)·a: Highway networks
+    DENSE = "dense"  # several earlier layers, concatenated: DenseNet
+
+    def __str__(self) -> str:
+        return self.value
+
+
+SKIP_KINDS: tuple[str, ...] = tuple(k.value for k in SkipKind)
+"""Every kind of skip the library builds, as strings (the names configs and metadata use)."""
 
 NormLayer = Callable[[int], nn.Module]
 
@@ -37,7 +54,7 @@ def check_skip(skip: str, allowed: tuple[str, ...] = SKIP_KINDS) -> str:
     """Return `skip` if it is one of `allowed`, else raise a ValueError that lists them."""
     if skip not in allowed:
         raise ValueError(f"skip must be one of {allowed}, got {skip!r}")
-    return skip
+    return str(skip)
 
 
 class ZeroPadShortcut(nn.Module):

@@ -1,6 +1,7 @@
 """The seed's forward and backward propagation, written out in NumPy float64.
 
-This is the independent check of everything else: no autograd, no torch, only the equations.
+This is the independent check of everything else: no autograd, no torch, only the equations, and it
+imports nothing of resnets (`resnets.analysis.experiments.skipnet_adapter` converts SkipNet weights).
 Activations are rows (a batch of N row vectors), matrices are (out, in) as in torch.
 
 Forward, for l = 1 … L (the seed's general form, every learned skip its own matrix):
@@ -21,12 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:  # the reference's math never touches torch; only the converters read a SkipNet
-    from resnets.models.skipnet import LayerSpec, SkipNet
 
 Array = np.ndarray
 
@@ -183,58 +180,6 @@ class RefNet:
 def _logsumexp(z: Array) -> Array:
     m = z.max(axis=1)
     return m + np.log(np.exp(z - m[:, None]).sum(axis=1))
-
-
-# ---- conversion to and from resnets.models.skipnet.SkipNet parameters --------------------------
-# The wiring is read from the layer specs the net was built from (not from the built modules), so a
-# mistake in how SkipNet wires its layers shows up as a disagreement with the reference.
-
-
-def _sources(spec: LayerSpec, kind: str) -> list[int]:
-    return [s.source for s in spec.skips if s.kind == kind]
-
-
-def from_skipnet(model: SkipNet) -> RefNet:
-    """A RefNet with the weights of a SkipNet, the merged (dense) matrix split into the seed's
-    separate W^(l-k,l): columns [a^(l-1); dense sources in the order the spec lists them]."""
-    state = {k: v.detach().cpu().double().numpy().copy() for k, v in model.state_dict().items()}
-    widths = [model.in_features] + [spec.width for spec in model.specs]
-    layers = []
-    for l, spec in enumerate(model.specs, start=1):
-        p = f"layers.{l - 1}."
-        sources = [l - 1, *_sources(spec, "dense")]
-        blocks = np.split(state[p + "linear.weight"], np.cumsum([widths[s] for s in sources])[:-1], axis=1)
-        weights = dict(zip(sources, blocks, strict=True))
-        for s in _sources(spec, "projection"):
-            weights[s] = state[f"{p}projections.{s}.weight"]
-        carry = _sources(spec, "gated")
-        layers.append(
-            RefLayer(
-                weights=weights,
-                bias=state[p + "linear.bias"],
-                identity=_sources(spec, "identity"),
-                gate_weight=state[p + "gate.proj.weight"] if carry else None,
-                gate_bias=state[p + "gate.proj.bias"] if carry else None,
-                carry=carry[0] if carry else None,
-            )
-        )
-    return RefNet(layers, state["head.weight"], state["head.bias"], model.activation)
-
-
-def to_skipnet_state(ref: RefNet, model: SkipNet) -> dict[str, Array]:
-    """The RefNet's weights under the SkipNet's state_dict names (dense matrices merged back)."""
-    out: dict[str, Array] = {"head.weight": ref.head_weight, "head.bias": ref.head_bias}
-    for l, (rl, spec) in enumerate(zip(ref.layers, model.specs, strict=True), start=1):
-        p = f"layers.{l - 1}."
-        merged = [rl.weights[s] for s in [l - 1, *_sources(spec, "dense")]]
-        out[p + "linear.weight"] = np.concatenate(merged, axis=1)
-        out[p + "linear.bias"] = rl.bias
-        for s in _sources(spec, "projection"):
-            out[f"{p}projections.{s}.weight"] = rl.weights[s]
-        if rl.carry is not None:
-            out[p + "gate.proj.weight"] = rl.gate_weight
-            out[p + "gate.proj.bias"] = rl.gate_bias
-    return out
 
 
 def max_relative_error(a: Mapping[str, Array], b: Mapping[str, Array]) -> dict[str, float]:

@@ -15,9 +15,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from resnets.errors import UnknownModelError
-
-SKIP_KINDS = ("none", "identity", "projection", "gated", "dense")
-"""Every kind of skip the library builds; see DESIGN.md "The skip, as one idea"."""
+from resnets.layers import SKIP_KINDS
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from resnets.errors import ResnetsError
+from resnets.train.callbacks import Callback
+from resnets.train.rundir import iter_json_lines
+
+if TYPE_CHECKING:
+    from resnets.train.engine import Trainer
 
 
 def _records(run_dir: Path) -> list[dict]:
-    from resnets.train.engine import iter_json_lines
-
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise ResnetsError(f"{run_dir} has no metrics.jsonl; is it a resnets run directory?")
@@ -51,3 +55,17 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+class PlotCurves(Callback):
+    """Draws the run's curves into RUN/plots/curves.png once it has finished (rank 0 only); a plot
+    that fails prints a warning and never fails the finished run."""
+
+    def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+        """Plot metrics.jsonl of the finished run."""
+        if not trainer.dist.is_main:
+            return
+        try:
+            plot_runs([trainer.run_dir], trainer.run_dir / "plots" / "curves.png")
+        except Exception as err:  # a plot must never fail a finished run
+            trainer.say(f"warning: could not draw plots ({err})")

@@ -35,7 +35,7 @@ class Report:
 
 def environment(device: torch.device | None = None) -> dict[str, Any]:
     """The machine, versions and threads a result was measured with."""
-    from resnets import __version__
+    from resnets.version import __version__
 
     env = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -15,7 +15,7 @@ class ClassifierNet(nn.Module):
 
     classifier_name = "fc"
     # Whether forward_features returns feature maps to pool. A class attribute rather than a test of
-    # x.dim(), so that torch.fx can trace the model (resnets.inference.fold_batchnorm).
+    # x.dim(), so that torch.fx can trace the model (resnets.deploy.inference.fold_batchnorm).
     spatial_features = True
     num_classes: int
     in_chans: int

@@ -420,3 +420,17 @@ def resolve_config(
     model_name = merged.get("model", {}).get("name") if isinstance(merged.get("model"), Mapping) else None
     base = recipe_layer(name, model_name if isinstance(model_name, str) else None)
     return build_config(deep_merge(base, {**merged, "recipe": name}))
+
+
+def data_options(cfg: TrainConfig) -> dict[str, Any]:
+    """The options `load_dataset` takes, from a run's config (the one place they are copied)."""
+    d = cfg.data
+    return {
+        "data_dir": d.data_dir,
+        "download": d.download,
+        "val_split": d.val_split,
+        "image_size": d.image_size,
+        "skip_bad_images": d.skip_bad_images,
+        "max_in_memory_mb": d.max_in_memory_mb,
+        "seed": cfg.run.seed,
+    }

@@ -8,7 +8,6 @@ state saved in each checkpoint, so a resumed run continues bit for bit (on the C
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -17,14 +16,13 @@ import platform
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
 from resnets.data import (
@@ -38,34 +36,41 @@ from resnets.data import (
 )
 from resnets.errors import ConfigError, ResnetsError
 from resnets.info import count_params
+from resnets.io.weights import ModelMeta, save_weights
 from resnets.registry import create_model, get_spec
-from resnets.train.checkpoint import (
-    ModelMeta,
-    find_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-    save_weights,
-    tidy_checkpoint,
+from resnets.runtime import (
+    ClassificationMeter,
+    autocast,
+    cpu_model,
+    evaluate_batches,
+    pick_device,
+    pick_precision,
 )
-from resnets.train.config import TrainConfig, build_config, load_yaml, resolve_config
+from resnets.train.callbacks import Callback, StepFunction, as_callbacks
+from resnets.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint, tidy_checkpoint
+from resnets.train.config import TrainConfig, build_config, data_options, resolve_config
 from resnets.train.distributed import (
     SINGLE,
     DistInfo,
     agree,
     all_reduce_sum,
     barrier,
-    broadcast_text,
     convert_sync_batchnorm,
     device_for,
     from_env,
-    job_id,
     process_group,
-    restart_count,
 )
-from resnets.train.metrics import ClassificationMeter
 from resnets.train.optim import LrSchedule, build_ema, build_optimizer, build_scheduler, scaled_lr
+from resnets.train.rundir import (
+    BEST,
+    LAST,
+    NoLog,
+    RunLog,
+    resumable_config,
+    start_or_rejoin,
+    truncate_metrics,
+)
 
-LAST, BEST = "last", "best"
 # The numbers every summary.json holds (DESIGN.md), first among its other fields.
 SUMMARY_KEYS = (
     "test_accuracy",
@@ -99,138 +104,7 @@ class RunResult:
 # ---- device and precision ----------------------------------------------------------------------
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """CUDA if available, else the CPU, unless `name` says otherwise."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    return device
-
-
-def cpu_has_bf16() -> bool:
-    """True where the CPU computes bf16 natively (AVX-512 BF16 or AMX), so bf16 autocast pays."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def pick_precision(precision: str, device: torch.device, family: str | None = None) -> str:
-    """Resolve 'auto' to the fastest safe precision: bf16 where the hardware supports it, else fp32.
-    Fully connected nets (`family="mlp"`) stay fp32 on the CPU: their small matrix products ran
-    1.4–1.7× slower in bf16 on an AVX-512 BF16 CPU (`resnets bench --models highway_mlp plain_mlp`)."""
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError(
-            "precision fp16 needs a CUDA device (it relies on a gradient scaler); use bf16 or fp32"
-        )
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_bf16() and family != "mlp" else "fp32"
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Mixed-precision context for `precision` (a no-op for fp32)."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
-
-
-# ---- evaluation -------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def evaluate_batches(
-    model: nn.Module,
-    batches: Batches,
-    normalize: Normalize,
-    num_classes: int,
-    device: torch.device,
-    precision: str = "fp32",
-    per_class: bool = False,
-) -> dict[str, Any]:
-    """Loss, top-1/top-5 accuracy (and per-class accuracy, confusion matrix) of `model` on `batches`."""
-    was_training = model.training
-    model.eval()
-    meter = ClassificationMeter(num_classes, device)
-    try:
-        for images, labels in batches.epoch(0):
-            with autocast(device, precision):
-                logits = model(normalize(images)).float()
-            meter.update(logits, labels, F.cross_entropy(logits, labels, reduction="sum"))
-    finally:
-        model.train(was_training)
-    return meter.compute(per_class=per_class)
-
-
-# ---- the run directory ------------------------------------------------------------------------
-
-
-def default_run_dir(cfg: TrainConfig) -> Path:
-    """runs/<model>-<dataset>-<time>."""
-    data = cfg.data.name.replace("imagefolder:", "folder-").replace("/", "_").replace(os.sep, "_")
-    return Path("runs") / f"{cfg.model.name}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
-
-
-class RunLog:
-    """metrics.jsonl (one JSON object per record) and TensorBoard scalars, written by rank 0."""
-
-    def __init__(self, run_dir: Path, purge_step: int | None) -> None:
-        self.path = run_dir / "metrics.jsonl"
-        self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(run_dir), purge_step=purge_step)
-        except ImportError:  # tensorboard is an install dependency; tolerate its absence
-            self.tb = None
-
-    def write(self, record: dict[str, Any]) -> None:
-        """Append one record and mirror its numbers to TensorBoard as split/name."""
-        self.file.write(json.dumps({k: _jsonable(v) for k, v in record.items()}) + "\n")
-        self.file.flush()
-        if self.tb is not None:
-            for key, value in record.items():
-                if isinstance(value, int | float) and key not in ("epoch", "step"):
-                    self.tb.add_scalar(f"{record['split']}/{key}", value, record["step"])
-
-    def close(self) -> None:
-        """Flush and close both writers."""
-        self.file.close()
-        if self.tb is not None:
-            self.tb.close()
-
-
-class _NoLog(RunLog):
-    """What ranks other than 0 log: nothing (rank 0 writes the run directory)."""
-
-    def __init__(self) -> None:
-        pass
-
-    def write(self, record: dict[str, Any]) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 # ---- the trainer -------------------------------------------------------------------------------
-
-
-# Called at every log interval (after the step's log line), and once at step 0 before a fresh run trains,
-# with the trainer and its log: analysis hooks that watch a run (e.g.
-# resnets.analysis.experiments.dynamics) read `trainer.model` and `trainer.step`.
-StepCallback = Callable[["Trainer", "RunLog"], None]
 
 
 class Trainer:
@@ -242,14 +116,14 @@ class Trainer:
         run_dir: Path,
         resume: bool = False,
         stop_after_steps: int | None = None,
-        callbacks: Sequence[StepCallback] = (),
+        callbacks: Sequence[Callback | StepFunction] = (),
         dist: DistInfo = SINGLE,
     ) -> None:
         self.cfg, self.run_dir, self.resume = cfg, run_dir, resume
         self.stop_after_steps = stop_after_steps
         self.dist = dist
         # Every rank calls them, so a callback that runs the model runs its collectives everywhere.
-        self.callbacks = list(callbacks)
+        self.callbacks = as_callbacks(callbacks)
         self.stop_requested = False
         self.quiet = cfg.run.quiet or not dist.is_main
 
@@ -265,7 +139,7 @@ class Trainer:
         if self.dist.local_rank == 0:
             barrier(self.dist)
         for note in self.data.notes:
-            self._say(f"data: {note}")
+            self.say(f"data: {note}")
         base = self.data.augment
         self.augment = Augment(
             pad=(base.pad if cfg.data.crop_padding is None else cfg.data.crop_padding)
@@ -420,7 +294,7 @@ class Trainer:
     def _wall(self) -> float:
         return self.wall_before + time.perf_counter() - self.t_start
 
-    def _say(self, text: str) -> None:
+    def say(self, text: str) -> None:
         if not self.quiet:
             print(text, flush=True)
 
@@ -450,22 +324,22 @@ class Trainer:
                     f"{self.run_dir} has already finished ({self.step} steps); start a new run, or "
                     f"evaluate this one with: resnets eval {self.run_dir}"
                 )
-            self._say(f"resuming {self.run_dir} at epoch {start_epoch + 1}, step {self.step}")
+            self.say(f"resuming {self.run_dir} at epoch {start_epoch + 1}, step {self.step}")
             if self.dist.is_main:
-                _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+                truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
         # TensorBoard hides events at or after purge_step: keep what was logged up to the checkpoint.
         log = (
             RunLog(self.run_dir, purge_step=self.step + 1 if self.resume else None)
             if self.dist.is_main
-            else _NoLog()
+            else NoLog()
         )
-        self._say(
+        self.say(
             f"training {self.cfg.model.name} ({count_params(self.model):,} params) on {self.data.name} "
             f"({len(self.data.train):,} train / {len(self.data.test):,} test), "
             f"{self.device.type} {self.precision}, "
             f"{self.epochs} epochs × {self.steps_per_epoch} steps -> {self.run_dir}"
         )
-        self._say(self._batch_line())
+        self.say(self._batch_line())
         previous = signal.getsignal(signal.SIGINT)
         # Ctrl-C stops after the current step and checkpoints, in one process. Processes of a job would
         # each stop at a step of their own and leave the others waiting in a collective: there torchrun
@@ -476,7 +350,7 @@ class Trainer:
         try:
             if self.step == 0:  # a fresh run: callbacks also see the model as initialised
                 for callback in self.callbacks:
-                    callback(self, log)
+                    callback.on_fit_start(self, log)
             epoch = start_epoch - 1  # the last epoch completed, if the loop has nothing left to do
             for epoch in range(start_epoch, self.epochs):
                 meter = ClassificationMeter(self.data.num_classes, self.device)
@@ -489,9 +363,13 @@ class Trainer:
                 if not math.isfinite(self.last_train["loss"]):
                     self._diverged(epoch)
                 self._epoch_end(epoch, self.last_train, log, train_seconds)
+                for callback in self.callbacks:
+                    callback.on_epoch_end(self, epoch + 1, self.last_train)
                 if self.step >= self.total_steps:
                     break
             summary = self._finish(self.last_train, train_seconds, epoch)
+            for callback in self.callbacks:
+                callback.on_fit_end(self, summary)
         except _StopRun as stop:
             self._reduce_meter(stop.meter)
             if not torch.isfinite(stop.meter.loss_sum):  # never replace a good checkpoint with NaNs
@@ -619,7 +497,7 @@ class Trainer:
                         }
                     )
                     for callback in self.callbacks:
-                        callback(self, log)
+                        callback.on_step(self, log)
                     if self.dist.enabled:  # a stop one rank's callback asked for is every rank's
                         self.stop_requested = agree(self.dist, self.stop_requested)
                 # In one process a stop takes effect after any step; in many, at a log interval.
@@ -704,6 +582,8 @@ class Trainer:
                     "wall_seconds": self._wall(),  # when this accuracy was known (time to accuracy)
                 }
             )
+            for callback in self.callbacks:
+                callback.on_eval(self, split, results[split])
         # "best" is chosen on the validation split when there is one (He et al. tuned on 45k/5k).
         select = results.get("val", results["test"])
         is_best = self.best is None or select["accuracy"] > self.best["accuracy"]
@@ -720,7 +600,7 @@ class Trainer:
         if is_best:
             self._save(BEST, epoch + 1, 0, None, train_seconds)
         test = results["test"]
-        self._say(
+        self.say(
             f"epoch {epoch + 1:>3}/{self.epochs}  step {self.step:>6}  train loss {train['loss']:.4f} "
             f"acc {train['accuracy']:.4f}  test loss {test['loss']:.4f} acc {test['accuracy']:.4f}  "
             f"lr {lr:.4g}  {rate:,.0f} img/s"
@@ -760,6 +640,7 @@ class Trainer:
             "processes": self.dist.world_size,
             "global_batch": self.cfg.data.batch_size,
             "machine": platform.machine(),
+            "cpu": cpu_model(),
             "best": self.best,
         }
         if "val" in self.eval_batches:
@@ -769,13 +650,7 @@ class Trainer:
             return summary
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         (self.run_dir / "eval_test.json").write_text(json.dumps(test, indent=1) + "\n")
-        try:
-            from resnets.analysis.plots import plot_runs
-
-            plot_runs([self.run_dir], self.run_dir / "plots" / "curves.png")
-        except Exception as err:  # a plot must never fail a finished run
-            self._say(f"warning: could not draw plots ({err})")
-        self._say(
+        self.say(
             f"done: test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f} "
             f"in {summary['wall_seconds']:.1f} s; run directory {self.run_dir}"
         )
@@ -788,13 +663,6 @@ class _StopRun(Exception):
         self.epoch, self.batch, self.meter, self.train_seconds = epoch, batch, meter, train_seconds
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop records logged after the checkpoint a run resumes from (a crash may have left some)."""
-    if path.is_file():
-        kept = [r for r in iter_json_lines(path) if r.get("step", 0) <= step]
-        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-
-
 def _main_thread() -> bool:
     import threading
 
@@ -804,94 +672,23 @@ def _main_thread() -> bool:
 # ---- public entry points ------------------------------------------------------------------------
 
 
-def prepare_run_dir(cfg: TrainConfig, restarted: bool = False) -> Path:
-    """Create the run directory and write config.yaml; refuses to overwrite an existing run.
-    `restarted`: torchrun restarted a job that failed before its first checkpoint, so its logs are
-    dropped and the run starts over in the same directory."""
-    run_dir = Path(cfg.run.out) if cfg.run.out else default_run_dir(cfg)
-    if find_checkpoint(run_dir / "checkpoints" / LAST) or (run_dir / "summary.json").exists():
-        raise ConfigError(
-            f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --out"
-        )
-    if restarted:
-        for stale in [run_dir / "metrics.jsonl", *run_dir.glob("events.out.tfevents.*")]:
-            stale.unlink(missing_ok=True)
-    if (run_dir / "metrics.jsonl").exists():
-        raise ConfigError(
-            f"{run_dir} holds the logs of a run that stopped before its first checkpoint; delete the folder "
-            "or choose another --out"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.run.out = str(run_dir)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    return run_dir
-
-
-def _resumable_config(run_dir: Path, quiet: bool | None) -> TrainConfig:
-    """The config of a run directory that has a checkpoint to continue from."""
-    if not (run_dir / "config.yaml").is_file():
-        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
-    if find_checkpoint(run_dir / "checkpoints" / LAST) is None:
-        raise ConfigError(f"{run_dir} has no checkpoint to resume from; start a new run instead")
-    cfg = build_config(load_yaml(run_dir / "config.yaml"))
-    if quiet is not None:  # a display preference, not part of the run's definition
-        cfg.run.quiet = quiet
-    return cfg
-
-
-JOB_MARKER = ".torchrun_job"  # the torchrun job id that created the run: only that job may rejoin it
-
-
-def _start_or_rejoin(cfg: TrainConfig, info: DistInfo, quiet: bool | None) -> tuple[Path, bool, TrainConfig]:
-    """Rank 0 decides, and every rank learns: a new run directory, or (in a job torchrun restarted) the
-    run this same job started, resumed from its last checkpoint. Returns (run_dir, resuming, config)."""
-    decision = ""
-    if info.is_main:
-        try:
-            out = Path(cfg.run.out) if cfg.run.out else None
-            same_job = (
-                restart_count() > 0
-                and out is not None
-                and job_id() is not None
-                and (out / JOB_MARKER).is_file()
-                and (out / JOB_MARKER).read_text().strip() == job_id()
-            )
-            if same_job and find_checkpoint(out / "checkpoints" / LAST) is not None:  # type: ignore[operator]
-                decision = f"resume:{out}"
-            else:
-                run_dir = prepare_run_dir(cfg, restarted=same_job)
-                if job_id() is not None:
-                    (run_dir / JOB_MARKER).write_text(job_id() + "\n")  # type: ignore[operator]
-                decision = f"new:{run_dir}"
-        except (ConfigError, OSError) as err:
-            decision = f"error:{err}"
-    decision = broadcast_text(info, decision)
-    kind, _, value = decision.partition(":")
-    if kind == "error":
-        raise ConfigError(value)
-    if kind == "resume":
-        return Path(value), True, _resumable_config(Path(value), quiet)
-    cfg.run.out = value
-    return Path(value), False, cfg
-
-
 def train(
     config: TrainConfig | dict[str, Any] | None = None,
     *,
     resume: str | Path | None = None,
     stop_after_steps: int | None = None,
     quiet: bool | None = None,
-    callbacks: Sequence[StepCallback] = (),
+    callbacks: Sequence[Callback | StepFunction] = (),
 ) -> RunResult:
     """Train a model. `config` is a TrainConfig or a nested mapping of overrides on the recipe it names
     (default recipe `quick`); `resume=RUN_DIR` continues a stopped run exactly where it stopped.
     `stop_after_steps` stops (as Ctrl-C does) after that many steps, leaving a resumable checkpoint;
-    `callbacks` are called at every log interval and, in a fresh run, once at step 0 before training
-    (see StepCallback). Under torchrun every process calls
+    `callbacks` are `resnets.train.callbacks.Callback`s, or plain functions `f(trainer, log)` called in a
+    fresh run at step 0 and at every log interval. Under torchrun every process calls
     this; a job torchrun restarts after a failure continues from the run's last checkpoint."""
     info = from_env()
     if resume is not None:
-        cfg = _resumable_config(Path(resume), quiet)
+        cfg = resumable_config(Path(resume), quiet)
     elif config is None or isinstance(config, dict):
         cfg = resolve_config(flags=config or {})
     else:
@@ -906,29 +703,5 @@ def train(
         if resume is not None:
             run_dir, resuming = Path(resume), True
         else:
-            run_dir, resuming, cfg = _start_or_rejoin(cfg, info, quiet)
+            run_dir, resuming, cfg = start_or_rejoin(cfg, info, quiet)
         return Trainer(cfg, run_dir, resuming, stop_after_steps, callbacks, info).fit()
-
-
-def data_options(cfg: TrainConfig) -> dict[str, Any]:
-    """The options `load_dataset` takes, from a run's config (the one place they are copied)."""
-    d = cfg.data
-    return {
-        "data_dir": d.data_dir,
-        "download": d.download,
-        "val_split": d.val_split,
-        "image_size": d.image_size,
-        "skip_bad_images": d.skip_bad_images,
-        "max_in_memory_mb": d.max_in_memory_mb,
-        "seed": cfg.run.seed,
-    }
-
-
-def iter_json_lines(path: Path) -> Iterator[dict[str, Any]]:
-    """Records of a metrics.jsonl file (a torn last line from a crash is skipped)."""
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                continue

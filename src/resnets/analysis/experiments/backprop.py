@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from resnets.analysis.experiments.common import Settings, probe_batch, train_run
+from resnets.analysis.experiments.skipnet_adapter import from_skipnet
 from resnets.analysis.report import Report, environment, markdown_table
-from resnets.reference import from_skipnet, max_relative_error
+from resnets.reference import max_relative_error
 
 # A net with every kind of skip: a^3 carries a^1; a^4 has a learned W^(2,4); a^5 reads [a^4; a^3; a^2]
 # through one merged matrix (dense); a^6 is a highway layer carrying a^5.

@@ -16,15 +16,11 @@ from typing import Any
 import torch
 
 from resnets.data import DatasetSplits, Normalize, load_dataset
+from resnets.runtime import pick_device
+from resnets.train.callbacks import Callback, StepFunction
 from resnets.train.config import resolve_config
-from resnets.train.engine import (
-    RunResult,
-    StepCallback,
-    TrainingDiverged,
-    iter_json_lines,
-    pick_device,
-    train,
-)
+from resnets.train.engine import RunResult, TrainingDiverged, train
+from resnets.train.rundir import iter_json_lines
 
 # He et al.'s lr 0.1 from the first iteration sends 56-layer nets to chance on CIFAR-10 within ten
 # iterations (loss 3.3 -> 13 -> 2.30, gradients ~0 after), and an independent 40-line ResNet-56 written
@@ -85,7 +81,7 @@ def train_run(
     epochs: float | None = None,
     steps: int | None = None,
     overrides: dict[str, Any] | None = None,
-    callbacks: Sequence[StepCallback] = (),
+    callbacks: Sequence[Callback | StepFunction] = (),
     log_points: int | None = None,
     may_diverge: bool = False,
 ) -> RunResult | None:
@@ -133,7 +129,7 @@ def train_run(
 
 def _finished_run(run_dir: Path, cfg: Any) -> RunResult | None:
     """The result of a run already finished in `run_dir` with exactly this config, or None."""
-    from resnets.inference import load_model
+    from resnets.deploy.inference import load_model
     from resnets.train.config import build_config, load_yaml
 
     summary, saved = Path(run_dir) / "summary.json", Path(run_dir) / "config.yaml"
@@ -188,7 +184,7 @@ def error_rate(
 ) -> float:
     """Top-1 error of `model` (eval mode, on its device; bf16 autocast where `precision` picks it) on
     normalised images `x`."""
-    from resnets.train.engine import autocast, pick_precision
+    from resnets.runtime import autocast, pick_precision
 
     device = next(model.parameters()).device
     precision = pick_precision(precision, device)

@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from resnets.inference import InferenceOptions, prepare_inference
+from resnets.deploy.inference import InferenceOptions, prepare_inference
 from resnets.info import count_flops
 from resnets.registry import create_model, get_spec
-from resnets.train.engine import autocast, pick_device, pick_precision
+from resnets.runtime import autocast, pick_device, pick_precision
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,9 @@ from torch import nn
 
 from resnets.data import Normalize
 from resnets.data.images import load_image_tensor
+from resnets.deploy.inference import Prediction, fold_batchnorm, load_model, weights_path
 from resnets.errors import CheckpointError, ConfigError, ResnetsError
-from resnets.inference import Prediction, fold_batchnorm, load_model, weights_path
-from resnets.train.checkpoint import ModelMeta, check_meta, meta_from_json
+from resnets.io.weights import ModelMeta, check_meta, meta_from_json
 
 # Each format and the file ending its loader expects (torch.export.load reads only *.pt2).
 FORMATS: dict[str, str] = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported-program": ".pt2"}
@@ -63,7 +63,7 @@ def _colour(channels: int) -> str:
 def export_metadata(meta: ModelMeta) -> dict[str, str]:
     """The preprocessing and class metadata embedded in every export, as string key → string value
     (JSON for lists), the form ONNX metadata_props requires."""
-    from resnets import __version__
+    from resnets.version import __version__
 
     c, h, w = meta.input_size
     return {

@@ -13,9 +13,9 @@ from torch import nn
 from resnets.data import Batches, Normalize, load_dataset
 from resnets.data.images import load_image_tensor
 from resnets.errors import CheckpointError
+from resnets.io.weights import ModelMeta, check_meta, load_weights
 from resnets.registry import create_model, get_spec
-from resnets.train.checkpoint import ModelMeta, check_meta, load_weights
-from resnets.train.engine import autocast, evaluate_batches, pick_device, pick_precision
+from resnets.runtime import autocast, evaluate_batches, pick_device, pick_precision
 
 
 def weights_path(path: str | Path) -> Path:
@@ -177,11 +177,11 @@ def predict(
 ) -> list[Prediction]:
     """Classify image files with the preprocessing stored beside the weights: converted to the model's
     channels, resized to its input size, normalised with its training statistics. An exported .onnx file
-    runs on ONNX Runtime (see resnets.export.predict_onnx; `options` and `device` do not apply)."""
+    runs on ONNX Runtime (see resnets.deploy.export.predict_onnx; `options` and `device` do not apply)."""
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     if Path(path).suffix.lower() == ".onnx":  # an exported model: ONNX Runtime on the CPU, in fp32
-        from resnets.export import predict_onnx
+        from resnets.deploy.export import predict_onnx
 
         return predict_onnx(path, images, top_k)
     dev = pick_device(device)

@@ -1,0 +1,163 @@
+"""A training run is a directory (DESIGN.md): creating one, refusing to overwrite one, finding the run
+a restarted torchrun job rejoins, and its logs (metrics.jsonl and TensorBoard events)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from resnets.errors import ConfigError
+from resnets.train.checkpoint import find_checkpoint
+from resnets.train.config import TrainConfig, build_config, load_yaml
+from resnets.train.distributed import DistInfo, broadcast_text, job_id, restart_count
+
+LAST, BEST = "last", "best"
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    """runs/<model>-<dataset>-<time>."""
+    data = cfg.data.name.replace("imagefolder:", "folder-").replace("/", "_").replace(os.sep, "_")
+    return Path("runs") / f"{cfg.model.name}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+class RunLog:
+    """metrics.jsonl (one JSON object per record) and TensorBoard scalars, written by rank 0."""
+
+    def __init__(self, run_dir: Path, purge_step: int | None) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir), purge_step=purge_step)
+        except ImportError:  # tensorboard is an install dependency; tolerate its absence
+            self.tb = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record and mirror its numbers to TensorBoard as split/name."""
+        self.file.write(json.dumps({k: _jsonable(v) for k, v in record.items()}) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for key, value in record.items():
+                if isinstance(value, int | float) and key not in ("epoch", "step"):
+                    self.tb.add_scalar(f"{record['split']}/{key}", value, record["step"])
+
+    def close(self) -> None:
+        """Flush and close both writers."""
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+class NoLog(RunLog):
+    """What ranks other than 0 log: nothing (rank 0 writes the run directory)."""
+
+    def __init__(self) -> None:
+        pass
+
+    def write(self, record: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop records logged after the checkpoint a run resumes from (a crash may have left some)."""
+    if path.is_file():
+        kept = [r for r in iter_json_lines(path) if r.get("step", 0) <= step]
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+
+def prepare_run_dir(cfg: TrainConfig, restarted: bool = False) -> Path:
+    """Create the run directory and write config.yaml; refuses to overwrite an existing run.
+    `restarted`: torchrun restarted a job that failed before its first checkpoint, so its logs are
+    dropped and the run starts over in the same directory."""
+    run_dir = Path(cfg.run.out) if cfg.run.out else default_run_dir(cfg)
+    if find_checkpoint(run_dir / "checkpoints" / LAST) or (run_dir / "summary.json").exists():
+        raise ConfigError(
+            f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --out"
+        )
+    if restarted:
+        for stale in [run_dir / "metrics.jsonl", *run_dir.glob("events.out.tfevents.*")]:
+            stale.unlink(missing_ok=True)
+    if (run_dir / "metrics.jsonl").exists():
+        raise ConfigError(
+            f"{run_dir} holds the logs of a run that stopped before its first checkpoint; delete the folder "
+            "or choose another --out"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.run.out = str(run_dir)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return run_dir
+
+
+def resumable_config(run_dir: Path, quiet: bool | None) -> TrainConfig:
+    """The config of a run directory that has a checkpoint to continue from."""
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
+    if find_checkpoint(run_dir / "checkpoints" / LAST) is None:
+        raise ConfigError(f"{run_dir} has no checkpoint to resume from; start a new run instead")
+    cfg = build_config(load_yaml(run_dir / "config.yaml"))
+    if quiet is not None:  # a display preference, not part of the run's definition
+        cfg.run.quiet = quiet
+    return cfg
+
+
+JOB_MARKER = ".torchrun_job"  # the torchrun job id that created the run: only that job may rejoin it
+
+
+def start_or_rejoin(cfg: TrainConfig, info: DistInfo, quiet: bool | None) -> tuple[Path, bool, TrainConfig]:
+    """Rank 0 decides, and every rank learns: a new run directory, or (in a job torchrun restarted) the
+    run this same job started, resumed from its last checkpoint. Returns (run_dir, resuming, config)."""
+    decision = ""
+    if info.is_main:
+        try:
+            out = Path(cfg.run.out) if cfg.run.out else None
+            same_job = (
+                restart_count() > 0
+                and out is not None
+                and job_id() is not None
+                and (out / JOB_MARKER).is_file()
+                and (out / JOB_MARKER).read_text().strip() == job_id()
+            )
+            if same_job and find_checkpoint(out / "checkpoints" / LAST) is not None:  # type: ignore[operator]
+                decision = f"resume:{out}"
+            else:
+                run_dir = prepare_run_dir(cfg, restarted=same_job)
+                if job_id() is not None:
+                    (run_dir / JOB_MARKER).write_text(job_id() + "\n")  # type: ignore[operator]
+                decision = f"new:{run_dir}"
+        except (ConfigError, OSError) as err:
+            decision = f"error:{err}"
+    decision = broadcast_text(info, decision)
+    kind, _, value = decision.partition(":")
+    if kind == "error":
+        raise ConfigError(value)
+    if kind == "resume":
+        return Path(value), True, resumable_config(Path(value), quiet)
+    cfg.run.out = value
+    return Path(value), False, cfg
+
+
+def iter_json_lines(path: Path) -> Iterator[dict[str, Any]]:
+    """Records of a metrics.jsonl file (a torn last line from a crash is skipped)."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
