@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 from pathlib import Path
 
 import torch
 
 import resnets
-from resnets.runtime import pick_precision
+from resnets.runtime import machine_line, pick_precision
 
 
 def main() -> None:
@@ -55,8 +54,7 @@ def main() -> None:
     )
     print()
     print(
-        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}, precision {precision}, device {s['device']}"
+        f"{machine_line()}, precision {precision}, device {s['device']}"
     )
     print(f"recipe: he2016-cifar shortened to {args.epochs} epochs ({s['steps']} steps; paper: 64,000 steps)")
     print()

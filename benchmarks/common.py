@@ -9,7 +9,6 @@ eager; SGD with a cosine schedule stepped per batch.
 
 from __future__ import annotations
 
-import platform
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,9 +28,12 @@ LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 5e-4
 
 
 def machine_line() -> str:
-    """The machine, torch version and thread count, for the head of every benchmark's output."""
-    cpu = platform.processor() or platform.machine()
-    return f"machine: {cpu}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    """The machine (CPU model, bf16 support), torch version, thread count and what precision `auto`
+    picks here, for the head of every benchmark's output."""
+    from resnets.runtime import machine_line as line
+    from resnets.runtime import pick_device, pick_precision
+
+    return f"{line()}, auto picks {pick_precision('auto', pick_device('auto'))}"
 
 
 def write_fake_cifar10(root: Path, per_file: int) -> Path:

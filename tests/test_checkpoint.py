@@ -120,3 +120,37 @@ def test_metadata_cannot_make_load_model_allocate(tmp_path) -> None:
     save_weights(tmp_path / "bomb.safetensors", {"head.weight": torch.zeros(10, 2)}, meta)
     with pytest.raises(CheckpointError, match="does not match a skipnet"):
         resnets.load_model(tmp_path / "bomb.safetensors")
+
+
+def test_train_state_round_trips_through_a_checkpoint_and_refuses_a_foreign_dict(tmp_path) -> None:
+    from resnets.errors import CheckpointError
+    from resnets.train.state import TrainState
+
+    state = TrainState(
+        step=7,
+        epoch=1,
+        batch_in_epoch=3,
+        optimizer={"state": {}, "param_groups": [{"lr": 0.1, "params": [0]}]},
+        scheduler={"last_epoch": 7},
+        scaler={},
+        rng_cpu=torch.get_rng_state(),
+        best=None,  # no epoch finished yet: kept as None, not dropped
+        train_seconds=1.5,
+        wall_seconds=2.5,
+        images_seen=448,
+        meter={"count": 3},
+    )
+    save_checkpoint(tmp_path / "last", {"w": torch.ones(2)}, state.to_dict())
+    _, raw = load_checkpoint(tmp_path / "last")
+    assert set(raw) == {f for f in state.to_dict()} and "ema" not in raw and raw["best"] is None
+    back = TrainState.from_dict(raw)
+    assert (back.step, back.epoch, back.batch_in_epoch, back.images_seen, back.meter) == (
+        7,
+        1,
+        3,
+        448,
+        {"count": 3},
+    )
+    assert torch.equal(back.rng_cpu, state.rng_cpu) and back.optimizer == state.optimizer
+    with pytest.raises(CheckpointError, match=r"missing batch_in_epoch.*unknown weights"):
+        TrainState.from_dict({**{k: v for k, v in raw.items() if k != "batch_in_epoch"}, "weights": 1})

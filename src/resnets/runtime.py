@@ -87,6 +87,19 @@ def machine_line(device: torch.device | None = None) -> str:
     )
 
 
+class TensorBatches:
+    """Tensors already in memory as the evaluation loop's input: `batch` rows at a time, in order,
+    moved to `device`."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch: int, device: torch.device) -> None:
+        self.x, self.y, self.batch, self.device = x, y, batch, device
+
+    def epoch(self, epoch: int = 0, first: int = 0) -> Any:
+        """Every (images, labels) batch, from batch `first` on."""
+        for i in range(first * self.batch, len(self.x), self.batch):
+            yield self.x[i : i + self.batch].to(self.device), self.y[i : i + self.batch].to(self.device)
+
+
 # ---- device and precision ----------------------------------------------------------------------
 
 
@@ -165,6 +178,24 @@ class ClassificationMeter:
         self.top5 = torch.zeros((), dtype=torch.int64, device=device)
         self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
         self.count = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """The sums so far, on the CPU (a checkpoint taken mid-epoch carries them)."""
+        return {
+            "loss_sum": self.loss_sum.cpu(),
+            "top1": self.top1.cpu(),
+            "top5": self.top5.cpu(),
+            "confusion": self.confusion.cpu(),
+            "count": self.count,
+        }
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        """Add sums saved by `state_dict` (to a fresh meter: continue a resumed epoch's metrics)."""
+        self.loss_sum += saved["loss_sum"].to(self.loss_sum.device)
+        self.top1 += saved["top1"].to(self.top1.device)
+        self.top5 += saved["top5"].to(self.top5.device)
+        self.confusion += saved["confusion"].to(self.confusion.device)
+        self.count = saved["count"]
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor, loss_sum: torch.Tensor) -> None:
         """Add a batch: raw logits, integer labels and the batch's summed loss."""

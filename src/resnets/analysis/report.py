@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import statistics
 import subprocess
 import time
@@ -33,21 +32,18 @@ class Report:
     environment: dict[str, Any] = field(default_factory=dict)
 
 
-def environment(device: torch.device | None = None) -> dict[str, Any]:
-    """The machine, versions and threads a result was measured with."""
+def environment(device: torch.device | None = None, runs: int | None = None) -> dict[str, Any]:
+    """The machine (CPU model, bf16/AMX, threads, GPU), versions, what `auto` precision picks, the commit
+    and the number of training runs a result was measured with (resnets.runtime.environment)."""
+    from resnets import runtime
     from resnets.version import __version__
 
     env = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()} {platform.processor()}".strip(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
+        **runtime.environment(device, runs),
         "resnets": __version__,
-        "threads": torch.get_num_threads(),
-        "device": str(device or "cpu"),
+        "precision_auto": runtime.pick_precision("auto", device or torch.device("cpu")),
     }
-    if device is not None and device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],

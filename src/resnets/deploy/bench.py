@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
-import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 from resnets.deploy.inference import InferenceOptions, prepare_inference
 from resnets.info import count_flops
 from resnets.registry import create_model, get_spec
-from resnets.runtime import autocast, pick_device, pick_precision
+from resnets.runtime import autocast, machine_line, pick_device, pick_precision
 
 
 @dataclass(frozen=True)
@@ -259,10 +258,7 @@ def run_benchmark(
         "fp32": matmul_peak(torch.float32, device, size),
         "bf16": matmul_peak(torch.bfloat16, device, size),
     }
-    print_fn(
-        f"machine: {platform.machine()} {platform.processor() or ''}".rstrip()
-        + f", device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads"
-    )
+    print_fn(f"{machine_line(device)}, device {device}, auto picks {pick_precision('auto', device)}")
     print_fn(
         f"matmul peak ({size}×{size}, same run): fp32 {peaks['fp32']:,.0f} GFLOP/s, "
         f"bf16 {peaks['bf16']:,.0f} GFLOP/s"

@@ -70,6 +70,7 @@ from resnets.train.rundir import (
     start_or_rejoin,
     truncate_metrics,
 )
+from resnets.train.state import TrainState
 
 # The numbers every summary.json holds (DESIGN.md), first among its other fields.
 SUMMARY_KEYS = (
@@ -231,34 +232,26 @@ class Trainer:
         )
 
     # -- state
-    def _state(self, epoch: int, batch: int, meter: ClassificationMeter | None, train_seconds: float) -> dict:
-        state = {
-            "step": self.step,
-            "epoch": epoch,
-            "batch_in_epoch": batch,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self._scheduler_state(),
-            "scaler": self.scaler.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
-            "best": self.best,
-            "train_seconds": train_seconds,
-            "wall_seconds": self._wall(),
-            "images_seen": self.images_seen,
-            "last_train": self.last_train,
-        }
-        if torch.cuda.is_available():
-            state["rng_cuda"] = torch.cuda.get_rng_state_all()
-        if self.ema is not None:
-            state["ema"] = self.ema.state_dict()
-        if meter is not None and batch > 0:
-            state["meter"] = {
-                "loss_sum": meter.loss_sum.cpu(),
-                "top1": meter.top1.cpu(),
-                "top5": meter.top5.cpu(),
-                "confusion": meter.confusion.cpu(),
-                "count": meter.count,
-            }
-        return state
+    def _state(
+        self, epoch: int, batch: int, meter: ClassificationMeter | None, train_seconds: float
+    ) -> TrainState:
+        return TrainState(
+            step=self.step,
+            epoch=epoch,
+            batch_in_epoch=batch,
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self._scheduler_state(),
+            scaler=self.scaler.state_dict(),
+            rng_cpu=torch.get_rng_state(),
+            best=self.best,
+            train_seconds=train_seconds,
+            wall_seconds=self._wall(),
+            images_seen=self.images_seen,
+            last_train=self.last_train,
+            rng_cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            ema=self.ema.state_dict() if self.ema is not None else None,
+            meter=meter.state_dict() if meter is not None and batch > 0 else None,
+        )
 
     def _scheduler_state(self) -> dict[str, Any]:
         # The schedule is a pure function of the step, rebuilt from the config: store only the counters.
@@ -274,21 +267,23 @@ class Trainer:
         save_checkpoint(
             self.run_dir / "checkpoints" / name,
             self.model.state_dict(),
-            self._state(epoch, batch, meter, train_seconds),
+            self._state(epoch, batch, meter, train_seconds).to_dict(),
             self.meta,
         )
 
-    def _restore(self) -> dict[str, Any]:
-        weights, state = load_checkpoint(self.run_dir / "checkpoints" / LAST)
+    def _restore(self) -> TrainState:
+        folder = self.run_dir / "checkpoints" / LAST
+        weights, raw = load_checkpoint(folder)
+        state = TrainState.from_dict(raw, folder)
         self.model.load_state_dict(weights)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng_cpu"])
-        if "rng_cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
-        if self.ema is not None and "ema" in state:
-            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state.optimizer)
+        self.scheduler.load_state_dict(state.scheduler)
+        self.scaler.load_state_dict(state.scaler)
+        torch.set_rng_state(state.rng_cpu)
+        if state.rng_cuda is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state.rng_cuda)
+        if self.ema is not None and state.ema is not None:
+            self.ema.load_state_dict(state.ema)
         return state
 
     def _wall(self) -> float:
@@ -313,12 +308,10 @@ class Trainer:
         start_epoch, start_batch, train_seconds, saved_meter = 0, 0, 0.0, None
         if self.resume:
             state = self._restore()
-            self.step, self.best = state["step"], state["best"]
-            start_epoch, start_batch = state["epoch"], state["batch_in_epoch"]
-            train_seconds, self.wall_before = state["train_seconds"], state["wall_seconds"]
-            self.images_seen = state["images_seen"]
-            self.last_train = state.get("last_train", {})
-            saved_meter = state.get("meter")
+            self.step, self.best = state.step, state.best
+            start_epoch, start_batch = state.epoch, state.batch_in_epoch
+            train_seconds, self.wall_before = state.train_seconds, state.wall_seconds
+            self.images_seen, self.last_train, saved_meter = state.images_seen, state.last_train, state.meter
             if self.step >= self.total_steps and (self.run_dir / "summary.json").is_file():
                 raise ConfigError(
                     f"{self.run_dir} has already finished ({self.step} steps); start a new run, or "
@@ -356,7 +349,7 @@ class Trainer:
                 meter = ClassificationMeter(self.data.num_classes, self.device)
                 first = start_batch if epoch == start_epoch else 0
                 if saved_meter is not None and epoch == start_epoch and self.dist.is_main:
-                    self._load_meter(meter, saved_meter)  # the whole job's, summed when it was saved
+                    meter.load_state_dict(saved_meter)  # the whole job's, summed when it was saved
                 train_seconds = self._train_epoch(epoch, first, meter, log, train_seconds)
                 self._reduce_meter(meter)
                 self.last_train = meter.compute()
@@ -408,13 +401,6 @@ class Trainer:
         )
         meter.loss_sum, meter.top1, meter.top5, meter.confusion = loss, top1, top5, confusion
         meter.count = int(count.item())
-
-    def _load_meter(self, meter: ClassificationMeter, saved: dict[str, Any]) -> None:
-        meter.loss_sum += saved["loss_sum"].to(self.device)
-        meter.top1 += saved["top1"].to(self.device)
-        meter.top5 += saved["top5"].to(self.device)
-        meter.confusion += saved["confusion"].to(self.device)
-        meter.count = saved["count"]
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         if self.stop_requested:  # a second Ctrl-C stops at once

@@ -178,23 +178,23 @@ def held_out_split(data: str, data_dir: str | None) -> tuple[torch.Tensor, torch
     return Normalize(splits.mean, splits.std)(splits.test.images), splits.test.labels
 
 
-@torch.no_grad()
 def error_rate(
     model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str = "auto", batch: int = 500
 ) -> float:
     """Top-1 error of `model` (eval mode, on its device; bf16 autocast where `precision` picks it) on
-    normalised images `x`."""
-    from resnets.runtime import autocast, pick_precision
+    normalised images `x`, through the one evaluation loop (resnets.runtime.evaluate_batches)."""
+    from resnets.runtime import TensorBatches, evaluate_batches, pick_precision
 
     device = next(model.parameters()).device
-    precision = pick_precision(precision, device)
-    model.eval()
-    wrong = 0
-    for i in range(0, len(x), batch):
-        xb = x[i : i + batch].to(device).contiguous(memory_format=torch.channels_last)
-        with autocast(device, precision):
-            wrong += int((model(xb).argmax(1) != y[i : i + batch].to(device)).sum())
-    return wrong / len(x)
+    metrics = evaluate_batches(
+        model,
+        TensorBatches(x, y, batch, device),
+        torch.nn.Identity(),
+        model.num_classes,
+        device,
+        pick_precision(precision, device),
+    )
+    return 1.0 - metrics["accuracy"]
 
 
 def figure(ncols: int = 1, nrows: int = 1, size: tuple[float, float] = (5.5, 4.0)) -> tuple[Any, Any]:
