@@ -26,18 +26,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnets.data import (
-    Augment,
-    Batches,
-    DatasetSplits,
     Normalize,
     epoch_generator,
-    load_dataset,
     random_crop_flip,
 )
 from resnets.errors import ConfigError, ResnetsError
 from resnets.info import count_params
-from resnets.io.weights import ModelMeta, save_weights
-from resnets.registry import create_model, get_spec
+from resnets.io.weights import save_weights
+from resnets.registry import get_spec
 from resnets.runtime import (
     ClassificationMeter,
     autocast,
@@ -46,16 +42,16 @@ from resnets.runtime import (
     pick_device,
     pick_precision,
 )
+from resnets.train import setup
 from resnets.train.callbacks import Callback, StepFunction, as_callbacks
 from resnets.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint, tidy_checkpoint
-from resnets.train.config import TrainConfig, build_config, data_options, resolve_config
+from resnets.train.config import TrainConfig, build_config, resolve_config
 from resnets.train.distributed import (
     SINGLE,
     DistInfo,
     agree,
     all_reduce_sum,
     barrier,
-    convert_sync_batchnorm,
     device_for,
     from_env,
     process_group,
@@ -130,106 +126,30 @@ class Trainer:
 
     # -- setup
     def _setup(self) -> None:
-        cfg = self.cfg
+        cfg, dist = self.cfg, self.dist
         torch.manual_seed(cfg.run.seed)
-        self.device = device_for(self.dist, pick_device(cfg.run.device))
+        self.device = device_for(dist, pick_device(cfg.run.device))
         self.precision = pick_precision(cfg.run.precision, self.device, get_spec(cfg.model.name).family)
-        if self.dist.local_rank != 0:  # local rank 0 reads (and downloads) first, alone on its machine
-            barrier(self.dist)
-        self.data: DatasetSplits = load_dataset(cfg.data.name, **data_options(cfg))
-        if self.dist.local_rank == 0:
-            barrier(self.dist)
+        self.data = setup.load_splits(cfg, dist)
         for note in self.data.notes:
             self.say(f"data: {note}")
-        base = self.data.augment
-        self.augment = Augment(
-            pad=(base.pad if cfg.data.crop_padding is None else cfg.data.crop_padding)
-            if cfg.data.augment
-            else 0,
-            flip=(base.flip if cfg.data.flip is None else cfg.data.flip) if cfg.data.augment else False,
-        )
-        c, h, w = self.data.image_shape
-        spec = get_spec(cfg.model.name)
-        kwargs = dict(cfg.model.kwargs)
-        if spec.family == "mlp":
-            kwargs.setdefault("input_size", (h, w))
-        self.model = create_model(cfg.model.name, num_classes=self.data.num_classes, in_chans=c, **kwargs)
-        self.channels_last = cfg.run.channels_last and spec.family != "mlp"
-        self.model.to(
-            self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format
-        )
+        self.augment = setup.augmentation(cfg, self.data)
+        self.model = setup.build_model(cfg, self.data, self.device)
+        self.channels_last = setup.uses_channels_last(cfg)
         self.normalize = Normalize(self.data.mean, self.data.std, self.channels_last).to(self.device)
-        self.net: nn.Module = self.model
-        if self.dist.enabled:
-            if cfg.run.sync_bn:
-                convert_sync_batchnorm(self.model, self.device)
-            from torch.nn.parallel import DistributedDataParallel
-
-            # Rank 0's initial weights are broadcast; gradients are averaged over the processes in
-            # buckets while the backward pass still runs.
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = DistributedDataParallel(self.model, device_ids=ids)
-        self.net = torch.compile(self.net) if cfg.run.compile else self.net
-        if cfg.data.batch_size % self.dist.world_size:
-            raise ConfigError(
-                f"the global batch size {cfg.data.batch_size} does not split evenly over "
-                f"{self.dist.world_size} processes; choose a --batch-size that is a multiple of it"
-            )
-        self.process_batch = cfg.data.batch_size // self.dist.world_size
-
-        self.train_batches = Batches(
-            self.data.train,
-            cfg.data.batch_size,
-            shuffle=True,
-            drop_last=True,
-            seed=cfg.run.seed,
-            device=self.device,
-            workers=cfg.data.workers,
-            shard=(self.dist.rank, self.dist.world_size),
-        )
-        # Every process evaluates the whole held-out set (the weights are the same everywhere), so each
-        # knows the best epoch without another collective; only rank 0 writes what it finds.
-        self.eval_sets = {"test": self.data.test}
-        if self.data.val is not None:
-            self.eval_sets["val"] = self.data.val
-        self.eval_batches = {
-            split: Batches(
-                ds,
-                cfg.data.eval_batch_size,
-                shuffle=False,
-                drop_last=False,
-                device=self.device,
-                workers=cfg.data.workers,
-            )
-            for split, ds in self.eval_sets.items()
-        }
+        self.net = setup.wrap_model(self.model, cfg, dist, self.device)
+        self.process_batch = setup.process_batch(cfg, dist)
+        self.train_batches = setup.train_batches(cfg, self.data, dist, self.device)
+        self.eval_batches = setup.eval_batches(cfg, self.data, self.device)
         self.steps_per_epoch = len(self.train_batches)
-        if cfg.run.max_steps is not None:
-            self.total_steps = cfg.run.max_steps
-            if cfg.run.epochs is not None:
-                self.total_steps = min(self.total_steps, cfg.run.epochs * self.steps_per_epoch)
-        else:
-            self.total_steps = cfg.run.epochs * self.steps_per_epoch  # type: ignore[operator]
-        self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
-
+        self.total_steps, self.epochs = setup.count_steps(cfg, self.steps_per_epoch)
         self.lr = scaled_lr(cfg.optim, cfg.data.batch_size)
         self.optimizer = build_optimizer(self.model, dataclasses.replace(cfg.optim, lr=self.lr))
         self.schedule = LrSchedule(cfg.schedule, self.total_steps, self.steps_per_epoch)
         self.scheduler = build_scheduler(self.optimizer, self.schedule)
         self.ema = build_ema(self.model, cfg.optim.ema_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        self.meta = ModelMeta(
-            model=cfg.model.name,
-            num_classes=self.data.num_classes,
-            in_chans=c,
-            input_size=[c, h, w],
-            mean=list(self.data.mean),
-            std=list(self.data.std),
-            classes=list(self.data.classes),
-            model_kwargs={k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()},
-            dataset=cfg.data.name,
-            data_seed=cfg.run.seed,
-        )
+        self.meta = setup.model_meta(cfg, self.data)
 
     # -- state
     def _state(
