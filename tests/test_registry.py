@@ -1,9 +1,15 @@
 """The registry: unique names, helpful errors, patterns, and the names DESIGN.md promises."""
 
+import re
+
 import pytest
+import torch
 from torch import nn
 
 import resnets
+import resnets.models
+from resnets import registry
+from resnets.info import count_params
 from resnets.registry import get_spec, register_model
 
 # DESIGN.md, "Names users will rely on".
@@ -68,17 +74,11 @@ def test_family_defaults_and_custom_families() -> None:
 
 
 def test_pattern_filters_with_glob() -> None:
-    assert resnets.list_models("plain*") == [
-        "plain20",
-        "plain32",
-        "plain44",
-        "plain56",
-        "plain110",
-        "plain18",
-        "plain34",
-        "plain_mlp",
-    ]
-    assert resnets.list_models("*56") == ["resnet56", "plain56", "highway56"]
+    everything = resnets.list_models()
+    plain = resnets.list_models("plain*")
+    assert plain == [n for n in everything if n.startswith("plain")]  # filtered, order kept
+    assert {"plain20", "plain18", "plain_mlp"} <= set(plain)
+    assert set(resnets.list_models("*56")) == {"resnet56", "plain56", "highway56"}
     assert resnets.list_models("no-such-*") == []
 
 
@@ -87,3 +87,40 @@ def test_create_model_defaults_come_from_the_spec() -> None:
     model = resnets.create_model("resnet18")
     assert (model.num_classes, model.in_chans) == (spec.num_classes, spec.input_size[0]) == (1000, 3)
     assert resnets.create_model("resnet20", num_classes=100).fc.out_features == 100
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registrations made by the test are forgotten afterwards."""
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+
+@pytest.mark.usefixtures("scratch_registry")
+def test_decorator_registers_under_the_function_name() -> None:
+    def build(num_classes: int = 10, in_chans: int = 3) -> nn.Module:
+        return nn.Linear(in_chans, num_classes)
+
+    decorated = register_model(skip="none", depth=1, paper="x", family="cifar")(build)
+    assert decorated is build and get_spec("build").builder is build
+    assert resnets.create_model("build").out_features == 10
+    named = register_model("other_name", skip="none", depth=1, paper="x", family="cifar")(build)
+    assert named is build and get_spec("other_name").builder is build
+    with pytest.raises(ValueError, match="already registered"):
+        register_model(skip="none", depth=1, paper="x", family="cifar")(build)
+    with pytest.raises(ValueError, match="skip must be one of"):
+        register_model(skip="residual", depth=1, paper="x", family="cifar")(lambda **kw: nn.Identity())
+
+
+def test_every_model_is_a_public_builder_whose_docstring_states_its_parameter_count() -> None:
+    for name in resnets.list_models():
+        builder = getattr(resnets.models, name)
+        assert builder is get_spec(name).builder and builder.__name__ == name
+        assert name in resnets.models.__all__
+        doc = builder.__doc__ or ""
+        stated = re.findall(r"(\d{1,3}(?:,\d{3})*)\s+parameters", doc)
+        assert len(stated) == 1, f"{name}: the docstring should state its parameter count once: {doc!r}"
+        cited = re.findall(r"arXiv:\d{4}\.\d{5}", get_spec(name).paper)
+        assert all(paper in doc for paper in cited), f"{name}: the docstring should cite {cited}"
+        with torch.device("meta"):  # shapes only: even the largest model builds in a moment
+            model = resnets.create_model(name)
+        assert int(stated[0].replace(",", "")) == count_params(model), name

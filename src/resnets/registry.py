@@ -11,6 +11,7 @@ import difflib
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -43,8 +44,8 @@ FAMILY_DEFAULTS: dict[str, tuple[tuple[int, int, int], int]] = {
 
 
 def register_model(
-    name: str,
-    builder: Callable[..., nn.Module],
+    name: str | Callable[..., nn.Module] | None = None,
+    builder: Callable[..., nn.Module] | None = None,
     *,
     skip: str,
     depth: int,
@@ -52,9 +53,44 @@ def register_model(
     family: str,
     input_size: tuple[int, int, int] | None = None,
     num_classes: int | None = None,
-) -> Callable[..., nn.Module]:
+) -> Callable[..., Any]:
     """Register `builder(num_classes=..., in_chans=..., **kw)` under `name`; input size and class
-    count default to the family's dataset. Returns the builder."""
+    count default to the family's dataset. Returns the builder.
+
+    Also a decorator, as in torchvision and timm: `@register_model(skip=..., depth=..., paper=...,
+    family=...)` above `def resnet56(...)` registers the function under its own name (or under
+    `name` if given) and returns it unchanged.
+    """
+    facts = {
+        "skip": skip,
+        "depth": depth,
+        "paper": paper,
+        "family": family,
+        "input_size": input_size,
+        "num_classes": num_classes,
+    }
+    if callable(name):  # register_model(fn, skip=...): the builder alone, named after itself
+        name, builder = None, name
+    if builder is not None:
+        return _register(name or builder.__name__, builder, **facts)  # type: ignore[arg-type]
+
+    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        return _register(name or fn.__name__, fn, **facts)  # type: ignore[arg-type]
+
+    return decorator
+
+
+def _register(
+    name: str,
+    builder: Callable[..., nn.Module],
+    *,
+    skip: str,
+    depth: int,
+    paper: str,
+    family: str,
+    input_size: tuple[int, int, int] | None,
+    num_classes: int | None,
+) -> Callable[..., nn.Module]:
     if skip not in SKIP_KINDS:
         raise ValueError(f"register_model({name!r}): skip must be one of {SKIP_KINDS}, got {skip!r}")
     if family not in FAMILY_DEFAULTS and (input_size is None or num_classes is None):

@@ -6,7 +6,7 @@ that compares them compares only the skip.
 
 from __future__ import annotations
 
-from functools import partial
+from typing import Any
 
 from resnets.blocks import BasicBlock, PreActBasicBlock, PreActBottleneck
 from resnets.models.resnet import ResNet
@@ -114,30 +114,140 @@ def wide_resnet(
     )
 
 
-# The residual, plain and highway twins: one builder, three skips (He et al. 2016, §4.2 and Fig. 6).
-for _prefix, _skip, _paper, _depths in (
-    ("resnet", "identity", HE2016, (20, 32, 44, 56, 110, 1202)),
-    ("plain", "none", HE2016, (20, 32, 44, 56, 110)),
-    ("highway", "gated", HIGHWAY_CIFAR, (20, 32, 44, 56, 110)),
-):
-    for _d in _depths:
-        register_model(
-            f"{_prefix}{_d}",
-            partial(cifar_resnet, _d, skip=_skip),
-            skip=_skip,
-            depth=_d,
-            paper=_paper,
-            family="cifar",
-        )
-for _d in (110, 164, 1001):
-    register_model(
-        f"preact_resnet{_d}",
-        partial(cifar_preact_resnet, _d),
-        skip="identity",
-        depth=_d,
-        paper=HE2016B,
-        family="cifar",
-    )
-register_model(
-    "wrn28_10", partial(wide_resnet, 28, 10), skip="identity", depth=28, paper=ZAGORUYKO2016, family="cifar"
-)
+def _cifar_resnet(depth: int, skip: str, num_classes: int, in_chans: int, kwargs: dict[str, Any]) -> ResNet:
+    """The residual, plain and highway twins: one builder, three skips (He et al. 2016, §4.2, Fig. 6)."""
+    kwargs.setdefault("skip", skip)
+    return cifar_resnet(depth, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+@register_model(skip="identity", depth=20, paper=HE2016, family="cifar")
+def resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """ResNet-20 for CIFAR-10, He et al. 2016, arXiv:1512.03385, §4.2: 269,722 parameters."""
+    return _cifar_resnet(20, "identity", num_classes, in_chans, kwargs)
+
+
+@register_model(skip="identity", depth=32, paper=HE2016, family="cifar")
+def resnet32(num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """ResNet-32 for CIFAR-10, He et al. 2016, arXiv:1512.03385, §4.2: 464,154 parameters."""
+    return _cifar_resnet(32, "identity", num_classes, in_chans, kwargs)
+
+
+@register_model(skip="identity", depth=44, paper=HE2016, family="cifar")
+def resnet44(num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """ResNet-44 for CIFAR-10, He et al. 2016, arXiv:1512.03385, §4.2: 658,586 parameters."""
+    return _cifar_resnet(44, "identity", num_classes, in_chans, kwargs)
+
+
+@register_model(skip="identity", depth=56, paper=HE2016, family="cifar")
+def resnet56(num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """ResNet-56 for CIFAR-10, He et al. 2016, arXiv:1512.03385, §4.2: 853,018 parameters."""
+    return _cifar_resnet(56, "identity", num_classes, in_chans, kwargs)
+
+
+@register_model(skip="identity", depth=110, paper=HE2016, family="cifar")
+def resnet110(num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """ResNet-110 for CIFAR-10, He et al. 2016, arXiv:1512.03385, §4.2: 1,727,962 parameters."""
+    return _cifar_resnet(110, "identity", num_classes, in_chans, kwargs)
+
+
+@register_model(skip="identity", depth=1202, paper=HE2016, family="cifar")
+def resnet1202(num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """ResNet-1202 for CIFAR-10, He et al. 2016, arXiv:1512.03385, §4.2: 19,421,274 parameters."""
+    return _cifar_resnet(1202, "identity", num_classes, in_chans, kwargs)
+
+
+@register_model(skip="none", depth=20, paper=HE2016, family="cifar")
+def plain20(num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """Plain-20 for CIFAR-10 (ResNet-20 without its skips), He et al. 2016, arXiv:1512.03385, §4.2:
+    269,722 parameters."""
+    return _cifar_resnet(20, "none", num_classes, in_chans, kwargs)
+
+
+@register_model(skip="none", depth=32, paper=HE2016, family="cifar")
+def plain32(num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """Plain-32 for CIFAR-10 (ResNet-32 without its skips), He et al. 2016, arXiv:1512.03385, §4.2:
+    464,154 parameters."""
+    return _cifar_resnet(32, "none", num_classes, in_chans, kwargs)
+
+
+@register_model(skip="none", depth=44, paper=HE2016, family="cifar")
+def plain44(num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """Plain-44 for CIFAR-10 (ResNet-44 without its skips), He et al. 2016, arXiv:1512.03385, §4.2:
+    658,586 parameters."""
+    return _cifar_resnet(44, "none", num_classes, in_chans, kwargs)
+
+
+@register_model(skip="none", depth=56, paper=HE2016, family="cifar")
+def plain56(num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """Plain-56 for CIFAR-10 (ResNet-56 without its skips), He et al. 2016, arXiv:1512.03385, §4.2:
+    853,018 parameters."""
+    return _cifar_resnet(56, "none", num_classes, in_chans, kwargs)
+
+
+@register_model(skip="none", depth=110, paper=HE2016, family="cifar")
+def plain110(num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """Plain-110 for CIFAR-10 (ResNet-110 without its skips), He et al. 2016, arXiv:1512.03385, §4.2:
+    1,727,962 parameters."""
+    return _cifar_resnet(110, "none", num_classes, in_chans, kwargs)
+
+
+@register_model(skip="gated", depth=20, paper=HIGHWAY_CIFAR, family="cifar")
+def highway20(num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """Highway-20 for CIFAR-10: Srivastava et al. 2015 gates (arXiv:1507.06228) on He et al. 2016's
+    ResNet-20 body (arXiv:1512.03385): 283,626 parameters."""
+    return _cifar_resnet(20, "gated", num_classes, in_chans, kwargs)
+
+
+@register_model(skip="gated", depth=32, paper=HIGHWAY_CIFAR, family="cifar")
+def highway32(num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """Highway-32 for CIFAR-10: Srivastava et al. 2015 gates (arXiv:1507.06228) on He et al. 2016's
+    ResNet-32 body (arXiv:1512.03385): 489,034 parameters."""
+    return _cifar_resnet(32, "gated", num_classes, in_chans, kwargs)
+
+
+@register_model(skip="gated", depth=44, paper=HIGHWAY_CIFAR, family="cifar")
+def highway44(num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """Highway-44 for CIFAR-10: Srivastava et al. 2015 gates (arXiv:1507.06228) on He et al. 2016's
+    ResNet-44 body (arXiv:1512.03385): 694,442 parameters."""
+    return _cifar_resnet(44, "gated", num_classes, in_chans, kwargs)
+
+
+@register_model(skip="gated", depth=56, paper=HIGHWAY_CIFAR, family="cifar")
+def highway56(num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """Highway-56 for CIFAR-10: Srivastava et al. 2015 gates (arXiv:1507.06228) on He et al. 2016's
+    ResNet-56 body (arXiv:1512.03385): 899,850 parameters."""
+    return _cifar_resnet(56, "gated", num_classes, in_chans, kwargs)
+
+
+@register_model(skip="gated", depth=110, paper=HIGHWAY_CIFAR, family="cifar")
+def highway110(num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """Highway-110 for CIFAR-10: Srivastava et al. 2015 gates (arXiv:1507.06228) on He et al. 2016's
+    ResNet-110 body (arXiv:1512.03385): 1,824,186 parameters."""
+    return _cifar_resnet(110, "gated", num_classes, in_chans, kwargs)
+
+
+@register_model(skip="identity", depth=110, paper=HE2016B, family="cifar")
+def preact_resnet110(num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """Pre-activation ResNet-110 (basic units) for CIFAR-10, He et al. 2016b, arXiv:1603.05027:
+    1,727,962 parameters."""
+    return cifar_preact_resnet(110, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+@register_model(skip="identity", depth=164, paper=HE2016B, family="cifar")
+def preact_resnet164(num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """Pre-activation ResNet-164 (bottleneck units) for CIFAR-10, He et al. 2016b, arXiv:1603.05027:
+    1,703,258 parameters."""
+    return cifar_preact_resnet(164, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+@register_model(skip="identity", depth=1001, paper=HE2016B, family="cifar")
+def preact_resnet1001(num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """Pre-activation ResNet-1001 (bottleneck units) for CIFAR-10, He et al. 2016b, arXiv:1603.05027:
+    10,327,706 parameters."""
+    return cifar_preact_resnet(1001, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+@register_model(skip="identity", depth=28, paper=ZAGORUYKO2016, family="cifar")
+def wrn28_10(num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """WRN-28-10 for CIFAR-10, Zagoruyko & Komodakis 2016, arXiv:1605.07146: 36,479,194 parameters."""
+    return wide_resnet(28, 10, num_classes=num_classes, in_chans=in_chans, **kwargs)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -226,18 +226,47 @@ def imagenet_densenet(
     return DenseNet(blocks, growth, init, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-for _name, _builder, _depth in (
-    ("densenet40_k12", partial(cifar_densenet, 40, 12, bc=False), 40),
-    ("densenet_bc100_k12", partial(cifar_densenet, 100, 12, bc=True), 100),
-    ("densenet_bc190_k40", partial(cifar_densenet, 190, 40, bc=True), 190),
-):
-    register_model(_name, _builder, skip="dense", depth=_depth, paper=HUANG2017, family="cifar")
-for _depth in _IMAGENET_CONFIGS:
-    register_model(
-        f"densenet{_depth}",
-        partial(imagenet_densenet, _depth),
-        skip="dense",
-        depth=_depth,
-        paper=HUANG2017,
-        family="imagenet",
-    )
+@register_model(skip="dense", depth=40, paper=HUANG2017, family="cifar")
+def densenet40_k12(num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> DenseNet:
+    """DenseNet (L=40, k=12) for CIFAR-10, Huang et al. 2017, arXiv:1608.06993: 1,019,722 parameters."""
+    return cifar_densenet(40, 12, bc=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+@register_model(skip="dense", depth=100, paper=HUANG2017, family="cifar")
+def densenet_bc100_k12(num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> DenseNet:
+    """DenseNet-BC (L=100, k=12) for CIFAR-10, Huang et al. 2017, arXiv:1608.06993: 769,162 parameters."""
+    return cifar_densenet(100, 12, bc=True, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+@register_model(skip="dense", depth=190, paper=HUANG2017, family="cifar")
+def densenet_bc190_k40(num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> DenseNet:
+    """DenseNet-BC (L=190, k=40) for CIFAR-10, Huang et al. 2017, arXiv:1608.06993: 25,624,430 parameters."""
+    return cifar_densenet(190, 40, bc=True, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+@register_model(skip="dense", depth=121, paper=HUANG2017, family="imagenet")
+def densenet121(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> DenseNet:
+    """DenseNet-BC-121 for ImageNet, Huang et al. 2017, arXiv:1608.06993 (torchvision's state_dict):
+    7,978,856 parameters."""
+    return imagenet_densenet(121, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+@register_model(skip="dense", depth=161, paper=HUANG2017, family="imagenet")
+def densenet161(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> DenseNet:
+    """DenseNet-BC-161 for ImageNet, Huang et al. 2017, arXiv:1608.06993 (torchvision's state_dict):
+    28,681,000 parameters."""
+    return imagenet_densenet(161, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+@register_model(skip="dense", depth=169, paper=HUANG2017, family="imagenet")
+def densenet169(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> DenseNet:
+    """DenseNet-BC-169 for ImageNet, Huang et al. 2017, arXiv:1608.06993 (torchvision's state_dict):
+    14,149,480 parameters."""
+    return imagenet_densenet(169, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+@register_model(skip="dense", depth=201, paper=HUANG2017, family="imagenet")
+def densenet201(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> DenseNet:
+    """DenseNet-BC-201 for ImageNet, Huang et al. 2017, arXiv:1608.06993 (torchvision's state_dict):
+    20,013,928 parameters."""
+    return imagenet_densenet(201, num_classes=num_classes, in_chans=in_chans, **kwargs)

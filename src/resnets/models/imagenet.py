@@ -6,7 +6,7 @@ strictly, and the other way round, and both compute the same function.
 
 from __future__ import annotations
 
-from functools import partial
+from typing import Any
 
 from resnets.blocks import BasicBlock, Bottleneck, SkipBlock
 from resnets.models.resnet import ResNet
@@ -44,37 +44,74 @@ def imagenet_resnet(
     )
 
 
-for _d in (18, 34, 50, 101, 152):
-    register_model(
-        f"resnet{_d}",
-        partial(imagenet_resnet, _d),
-        skip="identity",
-        depth=_d,
-        paper=HE2016,
-        family="imagenet",
-    )
-for _d in (18, 34):  # Table 2's plain baselines
-    register_model(
-        f"plain{_d}",
-        partial(imagenet_resnet, _d, skip="none"),
-        skip="none",
-        depth=_d,
-        paper=HE2016,
-        family="imagenet",
-    )
-register_model(
-    "resnext50_32x4d",
-    partial(imagenet_resnet, 50, groups=32, width_per_group=4),
-    skip="identity",
-    depth=50,
-    paper=XIE2017,
-    family="imagenet",
-)
-register_model(
-    "wide_resnet50_2",
-    partial(imagenet_resnet, 50, width_per_group=128),
-    skip="identity",
-    depth=50,
-    paper=ZAGORUYKO2016,
-    family="imagenet",
-)
+def _imagenet_resnet(
+    depth: int, skip: str, num_classes: int, in_chans: int, kwargs: dict[str, Any]
+) -> ResNet:
+    kwargs.setdefault("skip", skip)
+    return imagenet_resnet(depth, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+@register_model(skip="identity", depth=18, paper=HE2016, family="imagenet")
+def resnet18(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """ResNet-18 for ImageNet, He et al. 2016, arXiv:1512.03385, Table 1 (torchvision's state_dict):
+    11,689,512 parameters."""
+    return _imagenet_resnet(18, "identity", num_classes, in_chans, kwargs)
+
+
+@register_model(skip="identity", depth=34, paper=HE2016, family="imagenet")
+def resnet34(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """ResNet-34 for ImageNet, He et al. 2016, arXiv:1512.03385, Table 1 (torchvision's state_dict):
+    21,797,672 parameters."""
+    return _imagenet_resnet(34, "identity", num_classes, in_chans, kwargs)
+
+
+@register_model(skip="identity", depth=50, paper=HE2016, family="imagenet")
+def resnet50(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """ResNet-50 for ImageNet, He et al. 2016, arXiv:1512.03385, Table 1 (torchvision's state_dict):
+    25,557,032 parameters."""
+    return _imagenet_resnet(50, "identity", num_classes, in_chans, kwargs)
+
+
+@register_model(skip="identity", depth=101, paper=HE2016, family="imagenet")
+def resnet101(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """ResNet-101 for ImageNet, He et al. 2016, arXiv:1512.03385, Table 1 (torchvision's state_dict):
+    44,549,160 parameters."""
+    return _imagenet_resnet(101, "identity", num_classes, in_chans, kwargs)
+
+
+@register_model(skip="identity", depth=152, paper=HE2016, family="imagenet")
+def resnet152(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """ResNet-152 for ImageNet, He et al. 2016, arXiv:1512.03385, Table 1 (torchvision's state_dict):
+    60,192,808 parameters."""
+    return _imagenet_resnet(152, "identity", num_classes, in_chans, kwargs)
+
+
+@register_model(skip="none", depth=18, paper=HE2016, family="imagenet")
+def plain18(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """Plain-18 for ImageNet, He et al. 2016, arXiv:1512.03385, Table 2 (ResNet-18 without its
+    skips): 11,515,688 parameters."""
+    return _imagenet_resnet(18, "none", num_classes, in_chans, kwargs)
+
+
+@register_model(skip="none", depth=34, paper=HE2016, family="imagenet")
+def plain34(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """Plain-34 for ImageNet, He et al. 2016, arXiv:1512.03385, Table 2 (ResNet-34 without its
+    skips): 21,623,848 parameters."""
+    return _imagenet_resnet(34, "none", num_classes, in_chans, kwargs)
+
+
+@register_model(skip="identity", depth=50, paper=XIE2017, family="imagenet")
+def resnext50_32x4d(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """ResNeXt-50 (32×4d) for ImageNet, Xie et al. 2017, arXiv:1611.05431 (torchvision's state_dict):
+    25,028,904 parameters."""
+    kwargs.setdefault("groups", 32)
+    kwargs.setdefault("width_per_group", 4)
+    return _imagenet_resnet(50, "identity", num_classes, in_chans, kwargs)
+
+
+@register_model(skip="identity", depth=50, paper=ZAGORUYKO2016, family="imagenet")
+def wide_resnet50_2(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """Wide ResNet-50-2 for ImageNet, Zagoruyko & Komodakis 2016, arXiv:1605.07146 (torchvision's
+    state_dict): 68,883,240 parameters."""
+    kwargs.setdefault("width_per_group", 128)
+    return _imagenet_resnet(50, "identity", num_classes, in_chans, kwargs)
