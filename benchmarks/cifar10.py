@@ -53,9 +53,7 @@ def main() -> None:
         args.precision, torch.device("cpu" if not torch.cuda.is_available() else "cuda")
     )
     print()
-    print(
-        f"{machine_line()}, precision {precision}, device {s['device']}"
-    )
+    print(f"{machine_line()}, precision {precision}, device {s['device']}")
     print(f"recipe: he2016-cifar shortened to {args.epochs} epochs ({s['steps']} steps; paper: 64,000 steps)")
     print()
     print("| model | epochs | steps | test accuracy | test error | minutes | train img/s |")
