@@ -7,3 +7,18 @@ import torch
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--regen-expect",
+        action="store_true",
+        default=False,
+        help="rewrite the recorded model outputs in tests/expect/ instead of comparing with them",
+    )
+
+
+@pytest.fixture
+def regen_expect(request: pytest.FixtureRequest) -> bool:
+    """Whether this run records the expected outputs of tests/test_expect.py afresh."""
+    return bool(request.config.getoption("--regen-expect"))

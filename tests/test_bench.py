@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from resnets.cli import main
+from resnets.deploy import bench
 from resnets.deploy.bench import MODES, Row, format_table, matmul_peak
 
 
@@ -41,9 +42,20 @@ def test_fraction_of_peak_uses_the_rows_precision() -> None:
     assert "| 50.0% |" in table.splitlines()[2] and "| 5.0% |" in table.splitlines()[3]
 
 
-def test_matmul_peak_is_positive_and_modes_are_named() -> None:
-    assert matmul_peak(torch.float32, torch.device("cpu"), n=64, repeats=1) > 0
-    assert set(MODES) == {"fp32", "channels_last", "bf16", "unfused", "auto", "compiled"}
+def test_matmul_peak_is_two_n_cubed_over_the_fastest_repeat(monkeypatch) -> None:
+    # A fake clock: the repeats take 4, 2 and 3 s, so the peak is 2·64³ FLOP / 2 s.
+    ticks = iter([0.0, 4.0, 10.0, 12.0, 20.0, 23.0])
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(ticks))
+    assert matmul_peak(torch.float32, torch.device("cpu"), n=64, repeats=3) == 2 * 64**3 / 2.0 / 1e9
+
+
+def test_modes_turn_on_the_levers_their_names_promise() -> None:
+    assert not MODES["fp32"].channels_last and MODES["fp32"].precision == "fp32"
+    assert MODES["channels_last"].channels_last and MODES["channels_last"].precision == "fp32"
+    assert MODES["bf16"].precision == "bf16"
+    # unfused is auto without the fold, and measures inference only
+    assert (MODES["unfused"].fuse, MODES["auto"].fuse) == (False, True) and not MODES["unfused"].train
+    assert MODES["compiled"].compile and not MODES["auto"].compile
     with pytest.raises(SystemExit):
         main(["bench", "--modes", "fp64"])
 
