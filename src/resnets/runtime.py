@@ -195,7 +195,7 @@ class ClassificationMeter:
         self.top1 += saved["top1"].to(self.top1.device)
         self.top5 += saved["top5"].to(self.top5.device)
         self.confusion += saved["confusion"].to(self.confusion.device)
-        self.count = saved["count"]
+        self.count += saved["count"]
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor, loss_sum: torch.Tensor) -> None:
         """Add a batch: raw logits, integer labels and the batch's summed loss."""

@@ -43,8 +43,11 @@ class TrainState:
     def from_dict(cls, state: dict[str, Any], source: object = "training state") -> TrainState:
         """A TrainState from a checkpoint's dict; missing or unknown entries raise a CheckpointError."""
         names = {f.name for f in dataclasses.fields(cls)}
-        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
-        required -= {"last_train"}
+        required = {
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
         missing, unknown = sorted(required - set(state)), sorted(set(state) - names)
         if missing or unknown:
             problems = [f"missing {', '.join(missing)}"] * bool(missing) + [
