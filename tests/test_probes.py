@@ -105,3 +105,47 @@ def test_a_fully_lesioned_plain_net_is_stem_identities_pool_and_classifier() -> 
         h = ZeroPadShortcut(32, 64, 2)(ZeroPadShortcut(16, 32, 2)(h))
         expected = model.fc(h.mean(dim=(2, 3)))
     torch.testing.assert_close(got, expected)
+
+
+def _forward_replacing(model, x: torch.Tensor, k: int, deleted) -> torch.Tensor:
+    """The CIFAR ResNet's forward pass, written out, with block k replaced by `deleted(block, h)`."""
+    h = model.conv1(x)
+    if model.bn1 is not None:
+        h = model.relu(model.bn1(h))
+    for i, block in enumerate(model.blocks()):
+        h = deleted(block, h) if i == k else block(h)
+    if model.final_norm is not None:
+        h = model.final_norm(h)
+    return model.fc(h.mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("k", [1, 3])  # within a stage, and the first block of stage 2 (stride 2)
+def test_a_lesioned_highway_block_keeps_its_carry_gate(k: int) -> None:
+    # Deleting the branch H of y = ReLU(T·H + (1 − T)·S) leaves ReLU((1 − T)·S).
+    model = resnets.create_model("highway20").double().eval()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        with lesioned(model, [k]):
+            got = model(x)
+        expected = _forward_replacing(model, x, k, lambda b, h: torch.relu((1 - b.gate(h)) * b.downsample(h)))
+        assert not torch.allclose(got, model(x))
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_a_lesioned_preact_block_with_projections_passes_its_projected_preactivation(k: int) -> None:
+    # He et al. 2016b: a pre-activation block's 1×1 projection reads BN-ReLU(x); no ReLU after the merge.
+    from resnets.models.cifar import cifar_preact_resnet
+
+    model = cifar_preact_resnet(20, shortcut="B").double().eval()
+
+    def by_hand(block, h):
+        if isinstance(block.downsample, torch.nn.Identity):
+            return h
+        return block.downsample[0](torch.relu(block.bn1(h)))
+
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad(), lesioned(model, [k]):
+        got = model(x)
+    with torch.no_grad():
+        torch.testing.assert_close(got, _forward_replacing(model, x, k, by_hand), rtol=1e-10, atol=1e-10)

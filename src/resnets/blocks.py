@@ -8,8 +8,10 @@ Every block computes a branch F(x) and merges it with its skip path S(x) accordi
     gated       y = T(x)·F(x) + (1 − T(x))·x    highway / "exclusive gating" (He et al. 2016b, Fig. 2c)
 
 Post-activation blocks (He et al. 2016) apply ReLU after the merge; pre-activation blocks
-(He et al. 2016b) apply BN-ReLU before each conv and leave the sum untouched. Module names follow
-torchvision (`conv1`, `bn1`, ..., `downsample`) so that state_dicts load into each other.
+(He et al. 2016b) apply BN-ReLU before each conv and leave the sum untouched. The norm and the
+activation are `norm_layer` and `act_layer`, by name or as callables (resnets.layers.get_norm_layer,
+get_act_layer); batch norm and ReLU by default. Module names follow torchvision (`conv1`, `bn1`, ...,
+`relu`, `downsample`) whichever norm and activation they hold, so that state_dicts load into each other.
 """
 
 from __future__ import annotations
@@ -21,11 +23,15 @@ from torch import nn
 
 from resnets.layers import (
     DEFAULT_GATE_BIAS,
+    ActLayer,
     Gate,
     NormLayer,
+    ZeroPadShortcut,
     check_skip,
     conv1x1,
     conv3x3,
+    get_act_layer,
+    get_norm_layer,
     highway_combine,
     make_shortcut,
 )
@@ -34,13 +40,19 @@ BLOCK_SKIPS = ("none", "identity", "projection", "gated")
 
 
 class SkipBlock(nn.Module):
-    """Base class holding the skip path (`downsample`) and highway gate shared by every block."""
+    """Base class holding the skip path (`downsample`) and highway gate shared by every block.
+
+    Every block is y = post(merge(branch(x), S(x))): `branch` computes F(x) alone, `skip_only` the
+    block with F deleted, and `post` is the activation `relu` for post-activation blocks, nothing for
+    pre-activation ones."""
 
     expansion = 1
     preact = False  # pre-activation blocks need a final BN-ReLU after the last stage
 
     downsample: nn.Module | None
     gate: Gate | None
+    bn1: nn.Module
+    relu: nn.Module
     # Set by resnets.analysis.probes to observe the branch F(x), the skip path S(x) and the gate T(x)
     # at the merge; None (the class default) costs one attribute lookup per block.
     probe: Callable[[SkipBlock, torch.Tensor, torch.Tensor | None, torch.Tensor | None], None] | None = None
@@ -63,6 +75,7 @@ class SkipBlock(nn.Module):
         self.shortcut_reads_preact = self.downsample is not None and any(
             True for _ in self.downsample.parameters()
         )
+        self.io_shape = (in_ch, out_ch, stride)  # channels in and out, and stride: for skip_only
 
     def _merge(
         self, branch: torch.Tensor, x: torch.Tensor, gate_input: torch.Tensor | None = None
@@ -78,15 +91,52 @@ class SkipBlock(nn.Module):
             return branch + carry
         return highway_combine(branch, carry, gate)
 
+    def _skip_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the skip path and the gate read: x in a post-activation block; in a pre-activation block
+        the pre-activated input for a learned shortcut and for the gate (computed only if one reads it)."""
+        if not self.preact or not (self.shortcut_reads_preact or self.gate is not None):
+            return x, x
+        pre = self.relu(self.bn1(x))
+        return (pre if self.shortcut_reads_preact else x), pre
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual branch F(x) alone, before the merge (and before a post-activation)."""
+        raise NotImplementedError
+
+    def skip_only(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output with its branch deleted, F(x) = 0 in its own merge (the lesion of Veit et al.
+        2016): g(S(x)) post-activation, S(x) pre-activation, with the gate (1 − T(x))·S(x); a plain block,
+        having no path around it, is removed: x passes on (subsampled and zero-padded, option A)."""
+        if self.downsample is None:
+            # Veit et al. 2016 compare deleting a layer of a plain net (VGG), where the layer's input
+            # goes straight to the next layer; the merge of a plain block would pass on g(0) instead.
+            in_ch, out_ch, stride = self.io_shape
+            return x if (in_ch, stride) == (out_ch, 1) else ZeroPadShortcut(in_ch, out_ch, stride)(x)
+        carry_in, gate_in = self._skip_inputs(x)
+        carry = self.downsample(carry_in)
+        if self.gate is not None:
+            # Highway merge T·F + (1 − T)·S with F = 0. (Srivastava et al. 2015's lesion instead closes
+            # the gate, T = 0, which passes S(x) alone.)
+            carry = (1 - self.gate(gate_in)) * carry
+        elif not self.preact:
+            carry = carry.clone()  # the post-activation may work in place, and S(x) may be x itself
+        return carry if self.preact else self.relu(carry)
+
     def zero_init_last(self) -> None:
         """Zero the last scale of the branch so F(x) = 0 and the block starts as its skip path
         (Goyal et al. 2017, "Accurate, Large Minibatch SGD", §5.1)."""
         raise NotImplementedError
 
+    @staticmethod
+    def _zero_scale(norm: nn.Module, conv: nn.Conv2d) -> None:
+        """Zero the norm's scale, or the conv's weight where the norm has none (norm_layer="identity")."""
+        weight = getattr(norm, "weight", None)
+        nn.init.zeros_(weight if isinstance(weight, torch.Tensor) else conv.weight)
+
 
 class BasicBlock(SkipBlock):
     """Two 3×3 convs (He et al. 2016, Fig. 2 left / Fig. 5 left):
-    y = ReLU(merge(BN(conv(ReLU(BN(conv x)))), x))."""
+    y = ReLU(merge(BN(conv(ReLU(BN(conv x)))), x)), BN and ReLU being `norm_layer` and `act_layer`."""
 
     def __init__(
         self,
@@ -97,28 +147,33 @@ class BasicBlock(SkipBlock):
         shortcut: str = "B",
         groups: int = 1,
         base_width: int = 64,
-        norm_layer: NormLayer = nn.BatchNorm2d,
+        norm_layer: str | NormLayer = "batchnorm",
         gate_bias: float = DEFAULT_GATE_BIAS,
         drop_rate: float = 0.0,
+        act_layer: str | ActLayer = "relu",
     ) -> None:
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError("BasicBlock supports only groups=1 and base_width=64 (as torchvision)")
+        norm = get_norm_layer(norm_layer)
         self.conv1 = conv3x3(in_ch, planes, stride)
-        self.bn1 = norm_layer(planes)
-        self.relu = nn.ReLU(inplace=True)
+        self.bn1 = norm(planes)
+        # In place, as torchvision: it overwrites a norm's output or the merge's sum, never x.
+        self.relu = get_act_layer(act_layer, inplace=True)()
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.conv2 = conv3x3(planes, planes)
-        self.bn2 = norm_layer(planes)
-        self._build_skip(skip, in_ch, planes, stride, shortcut, norm_layer, gate_bias)
+        self.bn2 = norm(planes)
+        self._build_skip(skip, in_ch, planes, stride, shortcut, norm, gate_bias)
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.bn2(self.conv2(self.drop(out)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(self.drop(out)))
-        return self.relu(self._merge(out, x))
+        return self.relu(self._merge(self.branch(x), x))
 
     def zero_init_last(self) -> None:
-        nn.init.zeros_(self.bn2.weight)
+        self._zero_scale(self.bn2, self.conv2)
 
 
 class Bottleneck(SkipBlock):
@@ -137,33 +192,37 @@ class Bottleneck(SkipBlock):
         shortcut: str = "B",
         groups: int = 1,
         base_width: int = 64,
-        norm_layer: NormLayer = nn.BatchNorm2d,
+        norm_layer: str | NormLayer = "batchnorm",
         gate_bias: float = DEFAULT_GATE_BIAS,
         drop_rate: float = 0.0,
         stride_in_1x1: bool = False,
+        act_layer: str | ActLayer = "relu",
     ) -> None:
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
         out_ch = planes * self.expansion
+        norm = get_norm_layer(norm_layer)
         self.conv1 = conv1x1(in_ch, width, s1)
-        self.bn1 = norm_layer(width)
+        self.bn1 = norm(width)
         self.conv2 = conv3x3(width, width, s3, groups)
-        self.bn2 = norm_layer(width)
+        self.bn2 = norm(width)
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.conv3 = conv1x1(width, out_ch)
-        self.bn3 = norm_layer(out_ch)
-        self.relu = nn.ReLU(inplace=True)
-        self._build_skip(skip, in_ch, out_ch, stride, shortcut, norm_layer, gate_bias)
+        self.bn3 = norm(out_ch)
+        self.relu = get_act_layer(act_layer, inplace=True)()  # as in BasicBlock
+        self._build_skip(skip, in_ch, out_ch, stride, shortcut, norm, gate_bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(self.drop(out)))
-        return self.relu(self._merge(out, x))
+        return self.bn3(self.conv3(self.drop(out)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self._merge(self.branch(x), x))
 
     def zero_init_last(self) -> None:
-        nn.init.zeros_(self.bn3.weight)
+        self._zero_scale(self.bn3, self.conv3)
 
 
 class PreActBasicBlock(SkipBlock):
@@ -183,27 +242,33 @@ class PreActBasicBlock(SkipBlock):
         shortcut: str = "B",
         groups: int = 1,
         base_width: int = 64,
-        norm_layer: NormLayer = nn.BatchNorm2d,
+        norm_layer: str | NormLayer = "batchnorm",
         gate_bias: float = DEFAULT_GATE_BIAS,
         drop_rate: float = 0.0,
+        act_layer: str | ActLayer = "relu",
     ) -> None:
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError("PreActBasicBlock supports only groups=1 and base_width=64")
-        self.bn1 = norm_layer(in_ch)
-        self.relu = nn.ReLU(inplace=False)  # the pre-activation may also feed the shortcut
+        norm = get_norm_layer(norm_layer)
+        self.bn1 = norm(in_ch)
+        self.relu = get_act_layer(act_layer, inplace=False)()  # the pre-activation may also feed the shortcut
         self.conv1 = conv3x3(in_ch, planes, stride)
-        self.bn2 = norm_layer(planes)
+        self.bn2 = norm(planes)
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.conv2 = conv3x3(planes, planes)
         # A learned shortcut is a bare 1×1 conv: its input has already been through bn1.
         self._build_skip(skip, in_ch, planes, stride, shortcut, None, gate_bias)
 
+    def _branch_from(self, pre: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.drop(self.relu(self.bn2(self.conv1(pre)))))
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        return self._branch_from(self.relu(self.bn1(x)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.relu(self.bn1(x))
-        out = self.conv1(pre)
-        out = self.conv2(self.drop(self.relu(self.bn2(out))))
-        return self._merge(out, pre if self.shortcut_reads_preact else x, gate_input=pre)
+        return self._merge(self._branch_from(pre), pre if self.shortcut_reads_preact else x, gate_input=pre)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.conv2.weight)
@@ -226,31 +291,37 @@ class PreActBottleneck(SkipBlock):
         shortcut: str = "B",
         groups: int = 1,
         base_width: int = 64,
-        norm_layer: NormLayer = nn.BatchNorm2d,
+        norm_layer: str | NormLayer = "batchnorm",
         gate_bias: float = DEFAULT_GATE_BIAS,
         drop_rate: float = 0.0,
         stride_in_1x1: bool = False,
+        act_layer: str | ActLayer = "relu",
     ) -> None:
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
         out_ch = planes * self.expansion
-        self.bn1 = norm_layer(in_ch)
-        self.relu = nn.ReLU(inplace=False)
+        norm = get_norm_layer(norm_layer)
+        self.bn1 = norm(in_ch)
+        self.relu = get_act_layer(act_layer, inplace=False)()  # as in PreActBasicBlock
         self.conv1 = conv1x1(in_ch, width, s1)
-        self.bn2 = norm_layer(width)
+        self.bn2 = norm(width)
         self.conv2 = conv3x3(width, width, s3, groups)
-        self.bn3 = norm_layer(width)
+        self.bn3 = norm(width)
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.conv3 = conv1x1(width, out_ch)
         self._build_skip(skip, in_ch, out_ch, stride, shortcut, None, gate_bias)
 
+    def _branch_from(self, pre: torch.Tensor) -> torch.Tensor:
+        out = self.conv2(self.relu(self.bn2(self.conv1(pre))))
+        return self.conv3(self.drop(self.relu(self.bn3(out))))
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        return self._branch_from(self.relu(self.bn1(x)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.relu(self.bn1(x))
-        out = self.conv1(pre)
-        out = self.conv2(self.relu(self.bn2(out)))
-        out = self.conv3(self.drop(self.relu(self.bn3(out))))
-        return self._merge(out, pre if self.shortcut_reads_preact else x, gate_input=pre)
+        return self._merge(self._branch_from(pre), pre if self.shortcut_reads_preact else x, gate_input=pre)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.conv3.weight)

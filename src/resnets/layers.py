@@ -5,12 +5,16 @@ Blocks and networks build from these; nothing here knows about a particular arch
 
 from __future__ import annotations
 
+import difflib
 import enum
+import functools
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from resnets.errors import ConfigError
 
 
 class SkipKind(str, enum.Enum):
@@ -31,11 +35,118 @@ SKIP_KINDS: tuple[str, ...] = tuple(k.value for k in SkipKind)
 """Every kind of skip the library builds, as strings (the names configs and metadata use)."""
 
 NormLayer = Callable[[int], nn.Module]
+"""Builds a norm for a number of channels (features), e.g. `nn.BatchNorm2d`."""
+ActLayer = Callable[[], nn.Module]
+"""Builds an activation module, e.g. `nn.ReLU`."""
+
+NORM_LAYERS: tuple[str, ...] = ("batchnorm", "groupnorm", "layernorm", "identity")
+"""The norms `get_norm_layer` knows by name (configs' `model.kwargs.norm_layer`)."""
+_NORM_ALIASES = {"bn": "batchnorm", "gn": "groupnorm", "ln": "layernorm", "none": "identity"}
+
+ACT_LAYERS: tuple[str, ...] = ("relu", "gelu", "silu", "elu", "leaky_relu", "tanh", "sigmoid", "identity")
+"""The activations `get_act_layer` knows by name (configs' `model.kwargs.act_layer`)."""
+_ACT_ALIASES = {"none": "identity"}
+# Activations that can overwrite their input; the others have no `inplace` argument.
+_INPLACE_ACTS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,  # Hendrycks & Gimpel 2016 (SiLU), Ramachandran et al. 2017 (Swish)
+    "elu": nn.ELU,  # Clevert et al. 2016, alpha = 1
+    "leaky_relu": nn.LeakyReLU,  # Maas et al. 2013, slope 0.01 for x < 0
+}
+_OTHER_ACTS: dict[str, type[nn.Module]] = {
+    "gelu": nn.GELU,  # Hendrycks & Gimpel 2016, the exact (erf) form
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "identity": nn.Identity,
+}
+
+GROUPNORM_MAX_GROUPS = 32
+"""Wu & He 2018 ("Group Normalization") use G = 32 groups by default."""
 
 DEFAULT_GATE_BIAS = -3.0
 """Transform-gate bias at init. Srivastava et al. 2015 (§2.2, "Training Very Deep Networks") start
 highway nets biased towards carrying the input (negative b_T, e.g. -1 or -3), so that a deep net
 begins as a shallow one; He et al. 2016b (Table 1) used -6 for their gated ResNets."""
+
+
+def _canonical(value: str, names: tuple[str, ...], aliases: dict[str, str], what: str) -> str:
+    """The canonical spelling of a name ('BN', 'Group-Norm' …), or a ConfigError listing the names."""
+    key = value.strip().lower().replace("-", "_")
+    key = aliases.get(key, key)
+    if key in names:
+        return key
+    spelled = []
+    for name in names:
+        short = [a for a, c in aliases.items() if c == name]
+        spelled.append(f"{name} ({', '.join(short)})" if short else name)
+    close = difflib.get_close_matches(key, [*names, *aliases], n=1)
+    hint = f" (did you mean {aliases.get(close[0], close[0])!r}?)" if close else ""
+    raise ConfigError(
+        f"unknown {what} {value!r}: choose one of {', '.join(spelled)}, or pass a callable{hint}"
+    )
+
+
+def _check_spec(value: object, names: tuple[str, ...], what: str) -> None:
+    if not (value is None or isinstance(value, str) or callable(value)):
+        raise ConfigError(f"{what} must be a name ({', '.join(names)}) or a callable, got {value!r:.80}")
+
+
+def groupnorm_groups(channels: int, max_groups: int = GROUPNORM_MAX_GROUPS) -> int:
+    """The number of groups `get_norm_layer("groupnorm")` gives `channels`: the largest divisor of
+    `channels` that is at most `max_groups` and leaves at least 2 channels per group (1 for 1 channel)."""
+    # Wu & He 2018 use 32 groups, also on ResNet-50's 64-channel stage (2 channels per group), and
+    # find one channel per group (GroupNorm as InstanceNorm) clearly the worst in their Table 3; CIFAR
+    # nets have 16 or 32 channels and DenseNets 12·k, which 32 groups do not divide, so take fewer,
+    # keeping >= 2 channels per group. A prime count falls back to 1 group, i.e. layer norm.
+    limit = max(1, min(max_groups, channels // 2))
+    return next(g for g in range(limit, 0, -1) if channels % g == 0)
+
+
+def _group_norm(num_channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(groupnorm_groups(num_channels), num_channels)
+
+
+def _layer_norm_2d(num_channels: int) -> nn.GroupNorm:
+    # Layer norm of a feature map normalises each sample over all of (C, H, W) (Ba et al. 2016,
+    # every unit of the layer), which is GroupNorm with one group (Wu & He 2018, §3.1).
+    return nn.GroupNorm(1, num_channels)
+
+
+def get_norm_layer(norm: str | NormLayer | None, *, spatial: bool = True) -> NormLayer:
+    """The norm builder for a name (see NORM_LAYERS; None: identity) or a callable (returned as is),
+    for feature maps (N, C, H, W), or for vectors (N, C) if `spatial=False`; ConfigError if unknown."""
+    _check_spec(norm, NORM_LAYERS, "norm_layer")
+    if norm is None:
+        return nn.Identity  # nn.Identity(channels) ignores its argument
+    if not isinstance(norm, str):
+        return norm
+    name = _canonical(norm, NORM_LAYERS, _NORM_ALIASES, "norm_layer")
+    if name == "batchnorm":  # the class itself, so isinstance checks and SyncBatchNorm conversion see it
+        return nn.BatchNorm2d if spatial else nn.BatchNorm1d
+    if name == "groupnorm":
+        return _group_norm
+    if name == "layernorm":
+        return _layer_norm_2d if spatial else nn.LayerNorm
+    return nn.Identity
+
+
+def canonical_act_name(act: str | ActLayer | None) -> str | None:
+    """The name in ACT_LAYERS that `act` spells ('none' → 'identity'); None for a callable."""
+    _check_spec(act, ACT_LAYERS, "act_layer")
+    if act is None:
+        return "identity"
+    return _canonical(act, ACT_LAYERS, _ACT_ALIASES, "act_layer") if isinstance(act, str) else None
+
+
+def get_act_layer(act: str | ActLayer | None, *, inplace: bool = False) -> ActLayer:
+    """The activation builder for a name (see ACT_LAYERS; None: identity) or a callable (returned as
+    is); `inplace` makes named activations that can work in place do so. ConfigError if unknown."""
+    name = canonical_act_name(act)
+    if name is None:
+        return act  # type: ignore[return-value]  # a callable, checked by canonical_act_name
+    if name in _INPLACE_ACTS:
+        return functools.partial(_INPLACE_ACTS[name], inplace=inplace)
+    return _OTHER_ACTS[name]
 
 
 def conv3x3(in_ch: int, out_ch: int, stride: int = 1, groups: int = 1, dilation: int = 1) -> nn.Conv2d:

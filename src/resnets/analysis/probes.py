@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnets.blocks import SkipBlock
-from resnets.layers import Gate, ZeroPadShortcut
+from resnets.layers import Gate
 
 
 def skip_blocks(model: nn.Module) -> list[tuple[str, SkipBlock]]:
@@ -133,28 +133,16 @@ def record_gates(model: nn.Module) -> Iterator[list[float]]:
         means.extend(float(torch.stack(s).mean()) if s else float("nan") for s in sums)
 
 
-def skip_path(block: SkipBlock, x: torch.Tensor, out_shape: torch.Size) -> torch.Tensor:
-    """What the block passes on with its branch deleted (Veit et al. 2016): its skip path alone, or for
-    a plain block the parameter-free identity (option A where the shape changes)."""
-    if block.downsample is not None:
-        carry_in = block.relu(block.bn1(x)) if block.preact and block.shortcut_reads_preact else x
-        carry = block.downsample(carry_in)
-    else:
-        stride = x.shape[-1] // out_shape[-1]
-        carry = ZeroPadShortcut(x.shape[1], out_shape[1], stride)(x)
-    return carry if block.preact else torch.relu(carry)
-
-
 @contextlib.contextmanager
 def lesioned(model: nn.Module, indices: Sequence[int]) -> Iterator[None]:
-    """Within the block, the blocks at `indices` (see `skip_blocks`) pass on only their skip path."""
+    """Within the block, the blocks at `indices` (see `skip_blocks`) pass on what they compute with their
+    branch deleted, `SkipBlock.skip_only` (Veit et al. 2016): their skip path, or a plain block's input."""
     blocks = skip_blocks(model)
     bad = [i for i in indices if not 0 <= i < len(blocks)]
     if bad:
         raise IndexError(f"block indices {bad} out of range: the model has {len(blocks)} blocks")
     hooks = [
-        blocks[i][1].register_forward_hook(lambda m, inputs, out: skip_path(m, inputs[0], out.shape))
-        for i in indices
+        blocks[i][1].register_forward_hook(lambda m, inputs, _out: m.skip_only(inputs[0])) for i in indices
     ]
     try:
         yield

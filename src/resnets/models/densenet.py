@@ -3,6 +3,8 @@
 Layer l of a dense block computes x_l = H_l([x_0, x_1, …, x_{l-1}]) on the channel-concatenation of
 every earlier output (Huang et al. eq. 2), so each block adds `growth_rate` channels per layer.
 ImageNet models have torchvision's state_dict keys (`features.denseblock1.denselayer1.norm1`, …).
+Every "BN-ReLU" is `norm_layer` and `act_layer` (names or callables, resnets.layers.get_norm_layer and
+get_act_layer): batch norm and ReLU by default.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from torch import nn
 
-from resnets.layers import conv1x1, conv3x3, init_he
+from resnets.layers import ActLayer, NormLayer, conv1x1, conv3x3, get_act_layer, get_norm_layer, init_he
 from resnets.models.base import ClassifierNet
 from resnets.papers import HUANG2017
 from resnets.registry import register_model
@@ -39,16 +41,20 @@ class DenseLayer(nn.Module):
         bn_size: int | None,
         drop_rate: float = 0.0,
         memory_efficient: bool = False,
+        norm_layer: str | NormLayer = "batchnorm",
+        act_layer: str | ActLayer = "relu",
     ) -> None:
         super().__init__()
         first_out = bn_size * growth_rate if bn_size else growth_rate
-        self.norm1 = nn.BatchNorm2d(in_ch)
-        self.relu1 = nn.ReLU(inplace=True)
+        norm = get_norm_layer(norm_layer)
+        act = get_act_layer(act_layer, inplace=True)  # on a norm's output, never the shared inputs
+        self.norm1 = norm(in_ch)
+        self.relu1 = act()
         self.conv1 = conv1x1(in_ch, first_out) if bn_size else conv3x3(in_ch, first_out)
         self.bottleneck = bool(bn_size)
         if self.bottleneck:
-            self.norm2 = nn.BatchNorm2d(first_out)
-            self.relu2 = nn.ReLU(inplace=True)
+            self.norm2 = norm(first_out)
+            self.relu2 = act()
             self.conv2 = conv3x3(first_out, growth_rate)
         self.drop_rate = drop_rate
         self.memory_efficient = memory_efficient
@@ -97,13 +103,21 @@ class DenseBlock(nn.ModuleDict):
         bn_size: int | None,
         drop_rate: float = 0.0,
         memory_efficient: bool = False,
+        norm_layer: str | NormLayer = "batchnorm",
+        act_layer: str | ActLayer = "relu",
     ) -> None:
         super().__init__()
         for i in range(num_layers):
-            self.add_module(
-                f"denselayer{i + 1}",
-                DenseLayer(in_ch + i * growth_rate, growth_rate, bn_size, drop_rate, memory_efficient),
+            layer = DenseLayer(
+                in_ch + i * growth_rate,
+                growth_rate,
+                bn_size,
+                drop_rate,
+                memory_efficient,
+                norm_layer,
+                act_layer,
             )
+            self.add_module(f"denselayer{i + 1}", layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = [x]
@@ -115,10 +129,16 @@ class DenseBlock(nn.ModuleDict):
 class Transition(nn.Sequential):
     """Between blocks: BN-ReLU-Conv(1×1) to ⌊θ·m⌋ channels (θ the compression), 2×2 average pool."""
 
-    def __init__(self, in_ch: int, out_ch: int) -> None:
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        norm_layer: str | NormLayer = "batchnorm",
+        act_layer: str | ActLayer = "relu",
+    ) -> None:
         super().__init__()
-        self.norm = nn.BatchNorm2d(in_ch)
-        self.relu = nn.ReLU(inplace=True)
+        self.norm = get_norm_layer(norm_layer)(in_ch)
+        self.relu = get_act_layer(act_layer, inplace=True)()
         self.conv = conv1x1(in_ch, out_ch)
         self.pool = nn.AvgPool2d(kernel_size=2, stride=2)
 
@@ -141,8 +161,11 @@ class DenseNet(ClassifierNet):
         num_classes: int = 1000,
         in_chans: int = 3,
         memory_efficient: bool = False,
+        norm_layer: str | NormLayer = "batchnorm",
+        act_layer: str | ActLayer = "relu",
     ) -> None:
         super().__init__()
+        norm = get_norm_layer(norm_layer)
         if not 0 < compression <= 1:
             raise ValueError(f"compression must be in (0, 1], got {compression}")
         self.num_classes, self.in_chans, self.skip = num_classes, in_chans, "dense"
@@ -150,8 +173,8 @@ class DenseNet(ClassifierNet):
         if stem == "imagenet":  # Huang et al. Table 1: 7×7/2 conv, BN-ReLU, 3×3/2 max-pool
             stem_layers = [
                 ("conv0", nn.Conv2d(in_chans, num_init_features, 7, stride=2, padding=3, bias=False)),
-                ("norm0", nn.BatchNorm2d(num_init_features)),
-                ("relu0", nn.ReLU(inplace=True)),
+                ("norm0", norm(num_init_features)),
+                ("relu0", get_act_layer(act_layer, inplace=True)()),
                 ("pool0", nn.MaxPool2d(3, stride=2, padding=1)),
             ]
         elif stem == "cifar":  # §3: one 3×3 conv; each dense layer starts with its own BN-ReLU
@@ -164,14 +187,18 @@ class DenseNet(ClassifierNet):
         for i, num_layers in enumerate(block_config):
             self.features.add_module(
                 f"denseblock{i + 1}",
-                DenseBlock(num_layers, channels, growth_rate, bn_size, drop_rate, memory_efficient),
+                DenseBlock(
+                    num_layers, channels, growth_rate, bn_size, drop_rate, memory_efficient, norm, act_layer
+                ),
             )
             channels += num_layers * growth_rate
             if i != len(block_config) - 1:
                 out = int(channels * compression)
-                self.features.add_module(f"transition{i + 1}", Transition(channels, out))
+                self.features.add_module(f"transition{i + 1}", Transition(channels, out, norm, act_layer))
                 channels = out
-        self.features.add_module(f"norm{len(block_config) + 1}", nn.BatchNorm2d(channels))
+        self.features.add_module(f"norm{len(block_config) + 1}", norm(channels))
+        # The activation of the final BN-ReLU (Huang et al. Table 1), after the last norm.
+        self.act = get_act_layer(act_layer)()
         self.num_features = channels
         self.classifier = self._make_classifier(num_classes)
         init_he(self)
@@ -183,7 +210,7 @@ class DenseNet(ClassifierNet):
                 m.memory_efficient = enabled
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.features(x))
+        return self.act(self.features(x))
 
 
 def cifar_densenet(

@@ -3,7 +3,9 @@
 One class builds He et al.'s CIFAR nets (3×3 stem, 3 stages, option A), the ImageNet nets
 (7×7 stem + max-pool, 4 stages, option B), their plain and highway twins, pre-activation nets,
 ResNeXt and wide ResNets: they differ only in the stem, the block and the skip. Attribute names
-are torchvision's (`conv1`, `bn1`, `layer1`…, `fc`), so ImageNet state_dicts interchange.
+are torchvision's (`conv1`, `bn1`, `layer1`…, `fc`), so ImageNet state_dicts interchange. The norm
+and activation are chosen by `norm_layer` and `act_layer` (a name such as "groupnorm" or "silu", or a
+callable; resnets.layers.get_norm_layer, get_act_layer): batch norm and ReLU by default.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 from torch import nn
 
 from resnets.blocks import SkipBlock
-from resnets.layers import DEFAULT_GATE_BIAS, NormLayer, init_he
+from resnets.layers import DEFAULT_GATE_BIAS, ActLayer, NormLayer, get_act_layer, get_norm_layer, init_he
 from resnets.models.base import ClassifierNet
 
 STEMS = ("cifar", "imagenet")
@@ -38,7 +40,8 @@ class ResNet(ClassifierNet):
         shortcut: str = "B",
         groups: int = 1,
         width_per_group: int = 64,
-        norm_layer: NormLayer = nn.BatchNorm2d,
+        norm_layer: str | NormLayer = "batchnorm",
+        act_layer: str | ActLayer = "relu",
         gate_bias: float = DEFAULT_GATE_BIAS,
         drop_rate: float = 0.0,
         zero_init_last: bool = False,
@@ -51,6 +54,8 @@ class ResNet(ClassifierNet):
             raise ValueError(f"layers {tuple(layers)} and widths {tuple(widths)} must have the same length")
         self.num_classes, self.in_chans, self.skip = num_classes, in_chans, skip
         stem_width = stem_width or widths[0]
+        norm = get_norm_layer(norm_layer)
+        act = get_act_layer(act_layer, inplace=True)  # in place on a norm's output, as torchvision
 
         if stem == "imagenet":  # He et al. 2016, Table 1: 7×7/2 conv, 3×3/2 max-pool
             self.conv1 = nn.Conv2d(in_chans, stem_width, 7, stride=2, padding=3, bias=False)
@@ -59,8 +64,8 @@ class ResNet(ClassifierNet):
         # Pre-activation nets normalise at the start of every block, so the CIFAR stem is a bare conv
         # and a final BN-ReLU follows the last block (He et al. 2016b, §3.2 and Fig. 1b); the
         # ImageNet stem keeps its BN-ReLU before the max-pool.
-        self.bn1 = None if block.preact and stem == "cifar" else norm_layer(stem_width)
-        self.relu = nn.ReLU(inplace=True)
+        self.bn1 = None if block.preact and stem == "cifar" else norm(stem_width)
+        self.relu = act()
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
 
         in_ch = stem_width
@@ -77,7 +82,8 @@ class ResNet(ClassifierNet):
                         shortcut=shortcut,
                         groups=groups,
                         base_width=width_per_group,
-                        norm_layer=norm_layer,
+                        norm_layer=norm,
+                        act_layer=act_layer,  # each block decides whether its activation works in place
                         gate_bias=gate_bias,
                         drop_rate=drop_rate,
                         **(block_kwargs or {}),
@@ -87,7 +93,7 @@ class ResNet(ClassifierNet):
             self.add_module(f"layer{i + 1}", nn.Sequential(*stage))
         self.num_stages = len(layers)
         self.num_features = in_ch
-        self.final_norm = nn.Sequential(norm_layer(in_ch), nn.ReLU(inplace=True)) if block.preact else None
+        self.final_norm = nn.Sequential(norm(in_ch), act()) if block.preact else None
         self.fc = self._make_classifier(num_classes)
 
         init_he(self)

@@ -14,29 +14,46 @@ where each skip S names its source layer l-k and its kind:
 and a linear head maps a^L to class scores. A layer with no skips is a plain layer. A dense skip
 and a projection skip compute the same function; the dense form is the seed's remark that the
 matrices "can be merged and learned in the same step", one matrix on the stacked activations.
+
+g is `act_layer` (ReLU by default). With a `norm_layer` (none by default; "layernorm", "batchnorm"…)
+a norm N takes the layer's own term before the skips are added, a^l = g(N(W^(l-1,l) a^(l-1) + b^l) + Σ S),
+where a post-activation ResNet block puts its batch norm (after the conv, before the sum; He et al. 2016).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from math import prod
+from math import prod, sqrt
 from typing import Any
 
 import torch
 from torch import nn
 
-from resnets.layers import DEFAULT_GATE_BIAS, Gate, highway_combine
+from resnets.errors import ConfigError
+from resnets.layers import (
+    DEFAULT_GATE_BIAS,
+    ActLayer,
+    Gate,
+    NormLayer,
+    canonical_act_name,
+    get_act_layer,
+    get_norm_layer,
+    highway_combine,
+)
 from resnets.models.base import ClassifierNet
 from resnets.papers import DENSE_MLP, SEED, SRIVASTAVA2015
 from resnets.registry import register_model
 
 MLP_SKIPS = ("identity", "projection", "dense", "gated")
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-    "identity": nn.Identity,
+# Activations whose He-init gain PyTorch knows (torch.nn.init.calculate_gain), under its names.
+_KNOWN_GAINS = {
+    "relu": "relu",
+    "leaky_relu": "leaky_relu",
+    "tanh": "tanh",
+    "sigmoid": "sigmoid",
+    "identity": "linear",
 }
 
 
@@ -80,6 +97,13 @@ class LayerSpec:
         raise TypeError(f"a layer must be a LayerSpec, an int width or a mapping, got {value!r}")
 
 
+MAX_DENSE_SKIPS = 500_000  # depth 1,000: counted before any is built, so a depth from a file costs nothing
+
+
+def _max_dense_depth() -> int:
+    return int((1 + math.isqrt(1 + 8 * MAX_DENSE_SKIPS)) // 2)
+
+
 def uniform_layers(depth: int, width: int, skip: str = "none", span: int = 2) -> list[LayerSpec]:
     """`depth` layers of `width` units wired by one rule.
 
@@ -95,6 +119,12 @@ def uniform_layers(depth: int, width: int, skip: str = "none", span: int = 2) ->
         raise ValueError(
             f"span must be >= 1 (>= 2 for projection skips: a learned skip from l-1 would be the layer's "
             f"own matrix W^(l-1,l)), got {span}"
+        )
+    dense_skips = depth * (depth - 1) // 2  # layer l is fed by the l-1 layers below it (input included)
+    if skip == "dense" and dense_skips > MAX_DENSE_SKIPS:
+        raise ValueError(
+            f"a dense net of depth {depth:,} has {dense_skips:,} dense skips (they grow as depth²/2); at "
+            f"most {MAX_DENSE_SKIPS:,} are built (depth {_max_dense_depth():,})"
         )
     layers = []
     for l in range(1, depth + 1):
@@ -114,7 +144,13 @@ class SkipLayer(nn.Module):
     """Layer l of a SkipNet; `forward` takes the list [a^0, …, a^(l-1)] and returns a^l."""
 
     def __init__(
-        self, index: int, widths_below: Sequence[int], spec: LayerSpec, activation: str, gate_bias: float
+        self,
+        index: int,
+        widths_below: Sequence[int],
+        spec: LayerSpec,
+        act_layer: str | ActLayer,
+        gate_bias: float,
+        norm_layer: str | NormLayer | None = None,
     ) -> None:
         super().__init__()
         self.index, self.width = index, spec.width
@@ -151,6 +187,8 @@ class SkipLayer(nn.Module):
         # W^(l-1,l) and b^l, merged with the dense matrices W^(l-k,l) (columns: a^(l-1), then dense sources).
         fan_in = widths_below[index - 1] + sum(widths_below[s] for s in self.dense_sources)
         self.linear = nn.Linear(fan_in, width)
+        # No module at all without a norm, so the default net is exactly the seed's.
+        self.norm = None if norm_layer is None else get_norm_layer(norm_layer, spatial=False)(width)
         self.projections = nn.ModuleDict(
             {str(s): nn.Linear(widths_below[s], width, bias=False) for s in by_kind["projection"]}
         )
@@ -159,7 +197,7 @@ class SkipLayer(nn.Module):
             if self.carry_source is not None
             else None
         )
-        self.act = ACTIVATIONS[activation]()
+        self.act = get_act_layer(act_layer)()
 
     def forward(self, acts: Sequence[torch.Tensor]) -> torch.Tensor:
         below = acts[-1]
@@ -167,6 +205,8 @@ class SkipLayer(nn.Module):
             z = self.linear(torch.cat([below, *(acts[s] for s in self.dense_sources)], dim=1))
         else:
             z = self.linear(below)
+        if self.norm is not None:
+            z = self.norm(z)
         for source, proj in self.projections.items():
             z = z + proj(acts[int(source)])
         for source in self.identity_sources:
@@ -180,7 +220,8 @@ class SkipLayer(nn.Module):
 class SkipNet(ClassifierNet):
     """A fully connected network with arbitrary skips (see the module docstring); flattens its input.
     `scale_branches` starts the matrix of every layer that sums identity skips 1/√n smaller (n such
-    layers), so a deep un-normalised residual stack does not explode at init."""
+    layers), so a deep un-normalised residual stack does not explode at init. `activation` is the older
+    name of `act_layer`, still accepted; `self.activation` is the activation's name (None for a callable)."""
 
     spatial_features = False  # a^L is a vector
 
@@ -193,30 +234,48 @@ class SkipNet(ClassifierNet):
         num_classes: int = 10,
         in_chans: int = 1,
         input_size: Sequence[int] = (28, 28),
-        activation: str = "relu",
+        act_layer: str | ActLayer = "relu",
+        norm_layer: str | NormLayer | None = None,
         gate_bias: float = DEFAULT_GATE_BIAS,
         scale_branches: bool = False,
+        activation: str | None = None,
     ) -> None:
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
+        if activation is not None:
+            if act_layer not in ("relu", activation):
+                raise ConfigError(
+                    f"give act_layer ({act_layer!r}) or its older name activation ({activation!r}), not both"
+                )
+            act_layer = activation
+        name = canonical_act_name(act_layer)  # a ConfigError listing the names for an unknown one
         specs = [LayerSpec.coerce(v) for v in layers]
         if not specs:
             raise ValueError("a SkipNet needs at least one layer")
         self.num_classes, self.in_chans, self.input_size = num_classes, in_chans, tuple(input_size)
         self.in_features = in_chans * prod(self.input_size)
-        self.activation = activation
+        self.activation = name
         self.specs = specs
         widths = [self.in_features]
         blocks = []
         for l, spec in enumerate(specs, start=1):
-            blocks.append(SkipLayer(l, widths, spec, activation, gate_bias))
+            blocks.append(SkipLayer(l, widths, spec, act_layer, gate_bias, norm_layer))
             widths.append(spec.width)
         self.widths = widths  # widths[l] is the width of a^l
         self.layers = nn.ModuleList(blocks)
         self.num_features = widths[-1]
         self.head = self._make_classifier(num_classes)
         self._init_weights(gate_bias, scale_branches)
+
+    def _gain(self) -> float:
+        """He et al. 2015's gain for the activation g: PyTorch's where it has one, else 1/√E[g(z)²] for
+        z ~ N(0, 1), the factor that keeps E[a²] = Var(z) through W (√2 for ReLU, as calculate_gain)."""
+        if self.activation in _KNOWN_GAINS:
+            return nn.init.calculate_gain(_KNOWN_GAINS[self.activation])
+        z = torch.linspace(-12.0, 12.0, 24_001, dtype=torch.float64, device="cpu")
+        with torch.no_grad():
+            g = self.layers[0].act(z.clone())  # a clone: g may work in place
+        second_moment = torch.trapezoid(g**2 * torch.exp(-(z**2) / 2), z) / sqrt(2 * torch.pi)
+        return float(second_moment) ** -0.5
 
     @property
     def skip(self) -> str:
@@ -227,7 +286,7 @@ class SkipNet(ClassifierNet):
     def _init_weights(self, gate_bias: float, scale_branches: bool) -> None:
         # He et al. 2015: N(0, gain²/fan_in) keeps activation variance across layers (gain √2 for
         # ReLU); biases start at zero and gate biases negative, so highway layers start carrying.
-        gain = nn.init.calculate_gain("linear" if self.activation == "identity" else self.activation)
+        gain = self._gain()
         # Without normalisation every identity sum a^l = g(W a^(l-1) + a^(l-k)) adds the branch's variance
         # to the skip's, so the variance grows geometrically with depth (residual_mlp of 100 layers: output
         # std 1.7e12 at init). Scaling the matrix of each of the n summing layers by 1/√n keeps the growth
