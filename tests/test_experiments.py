@@ -173,15 +173,17 @@ def test_degradation_gradients_highway_and_dynamics_on_tiny_data(tmp_path, data_
     assert all(0 <= e <= 1 for v in errors.values() for e in v["train"] + v["test"])
 
     # --reuse-runs: the finished runs are read back, not trained again, and give the same numbers.
-    import resnets.analysis.experiments.common as common_module
+    import resnets.analysis.experiments.sweep as sweep_module
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(common_module, "train", no_training)
+    monkeypatch.setattr(sweep_module, "train", no_training)
     again = Settings(out=tmp_path / "deg", depths=[20, 32], budget=2.0, reuse_runs=True, **common)
     run_experiment("degradation", again)
-    assert _check_outputs(tmp_path / "deg", "degradation")["results"]["errors"] == errors
+    reread = _check_outputs(tmp_path / "deg", "degradation")
+    assert reread["results"]["errors"] == errors
+    assert reread["environment"]["runs"] == 8 and reread["environment"]["runs_reused"] == 8
     monkeypatch.undo()
 
     run_experiment("gradients", Settings(out=tmp_path / "grad", depths=[20], budget=2, **common))

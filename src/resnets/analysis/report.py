@@ -1,5 +1,7 @@
 """An experiment's output: `results.json` (every number), PNG figures and `report.md` (what was run, on
-what machine and versions, the figures, the table and the verdict in one sentence)."""
+what machine and versions, the figures, the table and the verdict in one sentence); and the statistics
+over seeds every experiment reports: mean ± std of a number, of a curve, and whether a change exceeds
+the seed-to-seed spread."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -32,31 +35,41 @@ class Report:
     environment: dict[str, Any] = field(default_factory=dict)
 
 
-def environment(device: torch.device | None = None, runs: int | None = None) -> dict[str, Any]:
+def environment(device: torch.device | None = None, runs: Sequence[Any] | None = None) -> dict[str, Any]:
     """The machine (CPU model, bf16/AMX, threads, GPU), versions, what `auto` precision picks, the commit
-    and the number of training runs a result was measured with (resnets.runtime.environment)."""
+    and, given the experiment's training runs (objects with `how`: "trained", "resumed" or "reused"),
+    how many it measured and how many of those it read back instead of training."""
     from resnets import runtime
     from resnets.version import __version__
 
     env = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        **runtime.environment(device, runs),
+        **runtime.environment(device, None if runs is None else len(runs)),
         "resnets": __version__,
         "precision_auto": runtime.pick_precision("auto", device or torch.device("cpu")),
     }
+    if runs is not None:
+        # Which runs this process trained matters for the timings and for trusting a --reuse-runs report.
+        env["runs_reused"] = sum(getattr(r, "how", "trained") == "reused" for r in runs)
+        env["runs_resumed"] = sum(getattr(r, "how", "trained") == "resumed" for r in runs)
+    commit = _commit()
+    if commit:
+        env["commit"] = commit
+    return env
+
+
+def _commit() -> str | None:
     try:
-        commit = subprocess.run(
+        done = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
             capture_output=True,
             text=True,
             timeout=5,
             cwd=Path(__file__).parent,
         )
-        if commit.returncode == 0:
-            env["commit"] = commit.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        pass
-    return env
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def change_beyond_spread(before: Sequence[float], after: Sequence[float]) -> int:
@@ -82,6 +95,35 @@ def pm(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> str:
     """'mean ± std' of `values` × `scale`, or the single value."""
     m, s = mean_std([v * scale for v in values])
     return f"{m:.{digits}f} ± {s:.{digits}f}" if len(values) > 1 else f"{m:.{digits}f}"
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A quantity against x over seeds: at each x the mean and the sample std (0 for one seed)."""
+
+    x: list[float]
+    mean: list[float]
+    std: list[float]
+    seeds: int
+
+
+def mean_curve(curves: Sequence[Sequence[tuple[float, float]]]) -> Curve:
+    """Mean ± std over seeds of (x, value) curves, point by point up to the shortest curve (a run that
+    diverged stopped logging early); x is read from the first curve (every seed logs the same steps)."""
+    if not curves:
+        raise ValueError("mean_curve needs at least one curve")
+    n = min(len(c) for c in curves)
+    values = np.array([[v for _, v in c[:n]] for c in curves], dtype=float).reshape(len(curves), n)
+    with np.errstate(invalid="ignore"):  # inf - inf in the std of a diverged run's loss: nan, as mean_std
+        std = values.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(n)
+    return Curve(
+        [float(x) for x, _ in curves[0][:n]], values.mean(axis=0).tolist(), std.tolist(), len(curves)
+    )
+
+
+def mean_profile(profiles: Sequence[Sequence[float]], first: int = 1) -> Curve:
+    """Mean ± std over seeds of per-layer values (layer `first`, `first` + 1, …), as `mean_curve`."""
+    return mean_curve([list(enumerate(p, start=first)) for p in profiles])
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None) -> str:

@@ -9,14 +9,15 @@ where ∂L/∂a^s collects every path out of layer s (weights, identity skips, h
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from resnets.analysis.experiments.common import Settings, probe_batch, train_run
+from resnets.analysis.experiments.common import Settings, probe_batch
+from resnets.analysis.experiments.registry import experiment
 from resnets.analysis.experiments.skipnet_adapter import from_skipnet
+from resnets.analysis.experiments.sweep import Net, Sweep
 from resnets.analysis.report import Report, environment, markdown_table
 from resnets.reference import max_relative_error
 
@@ -45,6 +46,11 @@ def autograd_gradients(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor)
     return from_skipnet(grads).parameters()
 
 
+def reference_gradients(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+    """∂L/∂(every parameter) by the seed's rules (`resnets.reference`, NumPy float64)."""
+    return from_skipnet(model).gradients(x.flatten(1).double().numpy(), y.numpy())
+
+
 def kind_of(key: str, model: torch.nn.Module) -> str:
     """What a reference parameter key is: the layer's own W^(l-1,l), a skip matrix, a gate, a bias."""
     if key.startswith("head"):
@@ -60,32 +66,29 @@ def kind_of(key: str, model: torch.nn.Module) -> str:
     return {"b": f"b^{l}", "gate_weight": f"W_T^{l} gate", "gate_bias": f"b_T^{l} gate"}[name]
 
 
+@experiment("backprop", "the seed's back-propagation rules against autograd on a trained skipnet")
 def run(settings: Settings) -> Report:
     """Train each net briefly, then compare the reference gradients with autograd's, one by one."""
     data = settings.data or ("digits" if settings.quick else "mnist")
     epochs = settings.pick("budget", 2, 10)
     seed = (settings.seeds or [0])[0]
+    sweep = Sweep(
+        settings,
+        [Net(label, "skipnet", overrides={"model": {"kwargs": kwargs}}) for label, kwargs in NETS.items()],
+        [seed],
+        recipe="quick",
+        data=data,
+        epochs=epochs,
+        overrides={"run": {"precision": "fp32"}},  # the reference computes in float64: no bf16 rounding
+        run_name="{key}",
+    )
     x, y = probe_batch(data, settings.data_dir, 64, seed=seed)
     rows, results = [], {}
-    for label, kwargs in NETS.items():
-        run_dir = Path(settings.out) / "runs" / label.replace(" ", "-")
-        trained = train_run(
-            settings,
-            "skipnet",
-            run_dir,
-            recipe="quick",
-            data=data,
-            seed=seed,
-            epochs=epochs,
-            overrides={"model": {"kwargs": kwargs}, "run": {"precision": "fp32"}},
-        )
-        model = trained.model.cpu().eval()
-        ref = from_skipnet(model)
-        expected = ref.gradients(x.flatten(1).double().numpy(), y.numpy())
-        errors = max_relative_error(autograd_gradients(model, x, y), expected)
-        results[label] = {"errors": errors, "test_accuracy": trained.summary["test_accuracy"]}
-        for key, err in errors.items():
-            rows.append([label, key, kind_of(key, model), f"{err:.1e}"])
+    for label, (trained,) in sweep.train_all().items():
+        model = trained.result.model.cpu().eval()
+        errors = max_relative_error(autograd_gradients(model, x, y), reference_gradients(model, x, y))
+        results[label] = {"errors": errors, "test_accuracy": trained.result.summary["test_accuracy"]}
+        rows += [[label, key, kind_of(key, model), f"{err:.1e}"] for key, err in errors.items()]
     worst = max(max(r["errors"].values()) for r in results.values())
     agree = worst < TOLERANCE
     verdict = (
@@ -102,7 +105,7 @@ def run(settings: Settings) -> Report:
         results={"max_relative_error": worst, "agree": agree, "nets": results},
         table=markdown_table(["net", "parameter", "what", "max relative difference"], rows, "llll"),
         verdict=verdict,
-        environment=environment(),
+        environment=environment(settings.torch_device, sweep.runs),
         notes=[
             "Gradients of the mean cross-entropy on 64 training images, in float64, after training the "
             "net for the stated epochs with the `quick` recipe (the same training code as every run).",

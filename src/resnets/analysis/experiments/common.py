@@ -1,12 +1,12 @@
-"""What every experiment shares: its settings, training through `resnets.train` (the same code as every
-other run), probe batches from the real data, and figures."""
+"""What every experiment shares: its settings, the data (read once per process), probe batches and the
+held-out split, the one evaluation path, and the recipes' shared pieces (the warm-up, the highway nets'
+gate bias). Training runs are in `sweep.py`, figures in `resnets.analysis.plots`."""
 
 from __future__ import annotations
 
 import functools
-import json
+import math
 import shlex
-import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,9 +17,6 @@ import torch
 
 from resnets.data import DatasetSplits, Normalize, load_dataset
 from resnets.runtime import pick_device
-from resnets.train.callbacks import Callback, StepFunction
-from resnets.train.config import resolve_config
-from resnets.train.engine import RunResult, TrainingDiverged, train
 from resnets.train.rundir import iter_json_lines
 
 # He et al.'s lr 0.1 from the first iteration sends 56-layer nets to chance on CIFAR-10 within ten
@@ -47,7 +44,8 @@ class Settings:
     recipe: str | None = None  # reproduce: which paper's recipe
     device: str = "auto"
     precision: str = "auto"
-    reuse_runs: bool = False  # keep finished runs under OUT/runs whose config matches, instead of retraining
+    # Runs under OUT/runs started with the same config: read back finished ones, continue stopped ones.
+    reuse_runs: bool = False
     argv: list[str] = field(default_factory=lambda: list(sys.argv))
 
     def pick(self, name: str, quick: Any, full: Any) -> Any:
@@ -67,88 +65,12 @@ class Settings:
 
     @property
     def torch_device(self) -> torch.device:
+        """The device the experiment's runs train on (`auto`: CUDA if there is one)."""
         return pick_device(self.device)
 
 
-def train_run(
-    settings: Settings,
-    model: str,
-    run_dir: Path,
-    *,
-    recipe: str,
-    data: str,
-    seed: int,
-    epochs: float | None = None,
-    steps: int | None = None,
-    overrides: dict[str, Any] | None = None,
-    callbacks: Sequence[Callback | StepFunction] = (),
-    log_points: int | None = None,
-    may_diverge: bool = False,
-) -> RunResult | None:
-    """Train `model` with `recipe` on `data` for `epochs` (fractions become a step count) or exactly
-    `steps` optimizer steps, quietly, into `run_dir`; `overrides` is a nested mapping on top (e.g.
-    {"optim": {"lr": 0.05}}). The schedule spans the run, so a short run still decays. `log_points`
-    logs (and calls `callbacks`) about that many times over the run, whatever its length. With
-    `may_diverge`, a run whose loss becomes NaN (a result, for a very deep plain net) returns None."""
-    from resnets.train.config import deep_merge
-
-    flags: dict[str, Any] = {
-        "model": {"name": model},
-        "data": {"name": data, "data_dir": settings.data_dir},
-        "run": {
-            "seed": seed,
-            "out": str(run_dir),
-            "quiet": True,
-            "device": settings.device,
-            "precision": settings.precision,
-        },
-    }
-    flags = deep_merge(flags, overrides or {})
-    cfg = resolve_config(recipe, flags=flags)
-    if steps is None:
-        if epochs is None:
-            raise ValueError("give epochs or steps")
-        steps = max(1, round(epochs * _steps_per_epoch(cfg)))
-    cfg.run.epochs, cfg.run.max_steps = None, steps
-    if log_points:
-        cfg.run.log_every = max(1, steps // log_points)
-    if settings.reuse_runs and not callbacks:
-        finished = _finished_run(run_dir, cfg)
-        if finished is not None:
-            return finished
-    # A rerun replaces this run only (unfinished, or trained with another config): experiments with other
-    # seeds running at the same time into the same OUT keep theirs.
-    shutil.rmtree(run_dir, ignore_errors=True)
-    try:
-        return train(cfg, callbacks=callbacks)
-    except TrainingDiverged:
-        if may_diverge:
-            return None
-        raise
-
-
-def _finished_run(run_dir: Path, cfg: Any) -> RunResult | None:
-    """The result of a run already finished in `run_dir` with exactly this config, or None."""
-    from resnets.deploy.inference import load_model
-    from resnets.train.config import build_config, load_yaml
-
-    summary, saved = Path(run_dir) / "summary.json", Path(run_dir) / "config.yaml"
-    if not (summary.is_file() and saved.is_file()):
-        return None
-    mine = cfg.to_dict()
-    mine["run"]["out"] = str(run_dir)
-    if build_config(load_yaml(saved)).to_dict() != mine:  # defaults filled in: older files compare too
-        return None
-    return RunResult(Path(run_dir), json.loads(summary.read_text()), load_model(run_dir))
-
-
-def _steps_per_epoch(cfg: Any) -> int:
-    train_images = len(_splits(cfg.data.name, cfg.data.data_dir).train) - cfg.data.val_split
-    return max(1, train_images // cfg.data.batch_size)
-
-
 @functools.lru_cache(maxsize=2)
-def _splits(data: str, data_dir: str | None) -> DatasetSplits:
+def dataset_splits(data: str, data_dir: str | None) -> DatasetSplits:
     """The dataset, read once per experiment process: every run, probe batch and step count of an
     experiment asks for the same one."""
     return load_dataset(data, data_dir=data_dir)
@@ -163,7 +85,7 @@ def probe_batch(
     data: str, data_dir: str | None, n: int, seed: int = 0, device: torch.device | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`n` training images (normalised as training normalises them) and labels, chosen by `seed`."""
-    splits = _splits(data, data_dir)
+    splits = dataset_splits(data, data_dir)
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(splits.train), generator=g)[:n]
     images, labels = splits.train.images[idx], splits.train.labels[idx]
@@ -174,7 +96,7 @@ def probe_batch(
 
 def held_out_split(data: str, data_dir: str | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The whole test split, normalised, and its labels."""
-    splits = _splits(data, data_dir)
+    splits = dataset_splits(data, data_dir)
     return Normalize(splits.mean, splits.std)(splits.test.images), splits.test.labels
 
 
@@ -197,29 +119,22 @@ def error_rate(
     return 1.0 - metrics["accuracy"]
 
 
-def figure(ncols: int = 1, nrows: int = 1, size: tuple[float, float] = (5.5, 4.0)) -> tuple[Any, Any]:
-    """A matplotlib figure on the Agg backend (no display needed) and its axes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False)
-
-
-def save_figure(fig: Any, out: Path, name: str) -> str:
-    """Save `fig` as out/name (PNG) and close it; returns the file name for the report."""
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
-    return name
-
-
 def seeds_for(
     settings: Settings, quick: Sequence[int] = (0, 1), full: Sequence[int] = (0, 1, 2)
 ) -> list[int]:
     """The seeds to run: given ones, else 2 for quick and 3 for the full setting."""
     return list(settings.pick("seeds", list(quick), list(full)))
+
+
+def carry_gate_bias(depth: int) -> float:
+    """The transform-gate bias b_T at which a stack of `depth` closed gates still carries half its
+    input: (1 − σ(b_T))^depth = 1/2. Srivastava et al. 2015 searched b_T in −1…−10 per net; a fixed −3
+    carries only 0.953^100 ≈ 0.8% through 100 layers, and such a net did not train here."""
+    t = 1 - 0.5 ** (1 / depth)
+    return math.log(t / (1 - t))
+
+
+def mlp_kwargs(kind: str, depth: int) -> dict[str, Any]:
+    """Model kwargs of a fully connected net (highway and gradients experiments): depth, and for highway
+    nets the gate bias of `carry_gate_bias`."""
+    return {"depth": depth, "gate_bias": carry_gate_bias(depth)} if kind == "highway" else {"depth": depth}

@@ -12,16 +12,19 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from resnets.analysis.experiments.common import (
-    LINEAR_WARMUP,
-    Settings,
-    figure,
-    records,
-    save_figure,
-    seeds_for,
-    train_run,
+from resnets.analysis.experiments.common import LINEAR_WARMUP, Settings, seeds_for
+from resnets.analysis.experiments.registry import experiment
+from resnets.analysis.experiments.sweep import Run, Sweep, grid
+from resnets.analysis.plots import figure, plot_curve, save_figure
+from resnets.analysis.report import (
+    Report,
+    change_beyond_spread,
+    environment,
+    markdown_table,
+    mean_curve,
+    mean_std,
+    pm,
 )
-from resnets.analysis.report import Report, change_beyond_spread, environment, markdown_table, mean_std, pm
 
 KINDS = {"plain": "plain{d}", "residual": "resnet{d}"}
 
@@ -29,7 +32,7 @@ KINDS = {"plain": "plain{d}", "residual": "resnet{d}"}
 def final_train_error(steps: list[dict]) -> float:
     """Mean training error over the last tenth of the logged steps (at least one log interval)."""
     tail = steps[-max(1, len(steps) // 10) :]
-    return statistics.fmean(1 - r["accuracy"] for r in tail)
+    return statistics.fmean(error(r) for r in tail)
 
 
 def depth_penalty(shallow: list[float], deep: list[float]) -> float:
@@ -42,52 +45,52 @@ def degrades(shallow: list[float], deep: list[float]) -> bool:
     return change_beyond_spread(shallow, deep) > 0
 
 
+def error(record: dict) -> float:
+    """Top-1 error of a logged record."""
+    return 1 - record["accuracy"]
+
+
+def plot_errors(out: Path, runs: dict[str, list[Run]], depths: list[int]) -> str:
+    """One panel per kind: training (dashed) and test (solid) error, mean ± std over seeds, per depth."""
+    fig, axes = figure(2, 1, size=(5.5, 4.2))
+    for ax, kind in zip(axes[0], KINDS, strict=True):
+        for j, depth in enumerate(depths):
+            seeds = runs[f"{kind}{depth}"]
+            train = mean_curve([r.curve("train_step", error) for r in seeds])
+            test = mean_curve([r.curve("test", error) for r in seeds])
+            plot_curve(ax, train, "--", scale=100, color=f"C{j}", lw=1)
+            plot_curve(ax, test, "-o", scale=100, color=f"C{j}", lw=2, label=f"{kind}-{depth}")
+        ax.set(title=f"{kind} nets", xlabel="iteration", ylabel="error (%)  (dashed: train, solid: test)")
+        ax.legend()
+    return save_figure(fig, out, "degradation.png")
+
+
+@experiment("degradation", "plain vs residual nets of increasing depth (He et al. 2016, Fig. 6)")
 def run(settings: Settings) -> Report:
     """Train every (kind, depth, seed) with he2016-cifar over the budget; plot and compare."""
     data = settings.data or "cifar10"
     depths = sorted(settings.pick("depths", [20, 56], [20, 32, 44, 56]))
     epochs = settings.pick("budget", 1, 164)  # 0.5 epoch ends inside the warm-up: nothing to see
     seeds = seeds_for(settings)
-    curves: dict[str, list[dict]] = {}
-    errors: dict[str, dict[str, list[float]]] = {}
-    for seed in seeds:  # seeds outermost: a stopped experiment still has whole comparisons
-        for kind, pattern in KINDS.items():
-            for depth in depths:
-                key = f"{kind}{depth}"
-                run_dir = Path(settings.out) / "runs" / f"{key}-s{seed}"
-                result = train_run(
-                    settings,
-                    pattern.format(d=depth),
-                    run_dir,
-                    recipe="he2016-cifar",
-                    data=data,
-                    seed=seed,
-                    epochs=epochs,
-                    overrides=LINEAR_WARMUP,
-                    log_points=60,
-                )
-                steps, tests = records(run_dir, "train_step"), records(run_dir, "test")
-                curves.setdefault(key, []).append({"train": steps, "test": tests})
-                e = errors.setdefault(key, {"train": [], "test": []})
-                e["train"].append(final_train_error(steps))
-                e["test"].append(1 - result.summary["test_accuracy"])
-
-    fig, axes = figure(2, 1, size=(5.5, 4.2))
-    for col, kind in enumerate(KINDS):
-        ax = axes[0][col]
-        for j, depth in enumerate(depths):
-            runs = curves[f"{kind}{depth}"]
-            n = min(len(r["train"]) for r in runs)
-            x = [runs[0]["train"][i]["step"] for i in range(n)]
-            train = [100 * statistics.fmean(1 - r["train"][i]["accuracy"] for r in runs) for i in range(n)]
-            ax.plot(x, train, "--", color=f"C{j}", lw=1)
-            m = min(len(r["test"]) for r in runs)
-            tx = [runs[0]["test"][i]["step"] for i in range(m)]
-            test = [100 * statistics.fmean(1 - r["test"][i]["accuracy"] for r in runs) for i in range(m)]
-            ax.plot(tx, test, "-o", color=f"C{j}", lw=2, label=f"{kind}-{depth}")
-        ax.set(title=f"{kind} nets", xlabel="iteration", ylabel="error (%)  (dashed: train, solid: test)")
-        ax.legend()
-    figures = [save_figure(fig, Path(settings.out), "degradation.png")]
+    sweep = Sweep(
+        settings,
+        grid(KINDS, depths),
+        seeds,
+        recipe="he2016-cifar",
+        data=data,
+        epochs=epochs,
+        overrides=LINEAR_WARMUP,
+        log_points=60,
+    )
+    runs = sweep.train_all()
+    errors = {
+        key: {
+            "train": [final_train_error(r.records("train_step")) for r in per_seed],
+            "test": [1 - r.result.summary["test_accuracy"] for r in per_seed],
+        }
+        for key, per_seed in runs.items()
+    }
+    figures = [plot_errors(Path(settings.out), runs, depths)]
 
     shallow, deep = depths[0], depths[-1]
     rows = [
@@ -95,28 +98,53 @@ def run(settings: Settings) -> Report:
         for kind in KINDS
         for d in depths
     ]
-    plain_degrades = degrades(errors[f"plain{shallow}"]["train"], errors[f"plain{deep}"]["train"])
-    residual_degrades = degrades(errors[f"residual{shallow}"]["train"], errors[f"residual{deep}"]["train"])
-    as_paper = plain_degrades and not residual_degrades
+    train = {kind: (errors[f"{kind}{shallow}"]["train"], errors[f"{kind}{deep}"]["train"]) for kind in KINDS}
+    return Report(
+        name="degradation",
+        title="Degradation: plain against residual nets of increasing depth (He et al. 2016, Fig. 6)",
+        command=settings.command,
+        settings={"data": data, "depths": depths, "epochs": epochs, "recipe": "he2016-cifar", "seeds": seeds},
+        results={
+            "errors": errors,
+            "plain_degrades": degrades(*train["plain"]),
+            "residual_degrades": degrades(*train["residual"]),
+            "depth_penalty": {kind: depth_penalty(*pair) for kind, pair in train.items()},
+        },
+        table=markdown_table(["net", "final training error (%)", "test error (%)"], rows),
+        verdict=degradation_verdict(train, shallow, deep),
+        figures=figures,
+        notes=degradation_notes(train, deep, epochs),
+        environment=environment(settings.torch_device, sweep.runs),
+    )
+
+
+def degradation_verdict(train: dict[str, tuple[list[float], list[float]]], shallow: int, deep: int) -> str:
+    """One sentence from the (shallowest, deepest) final training errors per kind: He et al.'s
+    degradation holds when the deeper plain net trains worse beyond the seed spread and the deeper
+    residual net does not."""
 
     def says(kind: str) -> str:
-        a, b = errors[f"{kind}{shallow}"]["train"], errors[f"{kind}{deep}"]["train"]
+        a, b = train[kind]
         return f"{kind}-{deep} {pm(b, 100)}% vs {kind}-{shallow} {pm(a, 100)}%"
 
-    penalty = {
-        kind: depth_penalty(errors[f"{kind}{shallow}"]["train"], errors[f"{kind}{deep}"]["train"])
-        for kind in KINDS
-    }
-    verdict = f"Training error: {says('plain')}; {says('residual')}. " + (
+    plain_degrades, residual_degrades = degrades(*train["plain"]), degrades(*train["residual"])
+    penalty = {kind: depth_penalty(*pair) for kind, pair in train.items()}
+    return f"Training error: {says('plain')}; {says('residual')}. " + (
         "The deeper plain net trains worse and the deeper residual net does not: degradation, as in He et al."
-        if as_paper
+        if plain_degrades and not residual_degrades
         else "Degradation is not clearly shown at this budget "
         f"(plain degrades: {plain_degrades}; residual degrades: {residual_degrades}): "
         f"going from {shallow} to {deep} layers costs the plain net {100 * penalty['plain']:+.1f} points "
         f"and the residual net {100 * penalty['residual']:+.1f}."
     )
+
+
+def degradation_notes(
+    train: dict[str, tuple[list[float], list[float]]], deep: int, epochs: float
+) -> list[str]:
+    """Caveats: deep nets still on their initial plateau, and a budget shorter than the paper's."""
     notes = []
-    if min(statistics.fmean(errors[f"{kind}{deep}"]["train"]) for kind in KINDS) > 0.8:
+    if min(statistics.fmean(deep_errors) for _, deep_errors in train.values()) > 0.8:
         notes.append(
             f"Both {deep}-layer nets are still near chance (90% error) at the end: deep nets sit on a "
             "plateau for their first few hundred iterations, and this budget ends (and decays the "
@@ -128,20 +156,4 @@ def run(settings: Settings) -> Report:
             "the paper trains 64k iterations (164 epochs). Errors are far above the paper's; the claim "
             "tested is only the ordering of training errors."
         )
-    return Report(
-        name="degradation",
-        title="Degradation: plain against residual nets of increasing depth (He et al. 2016, Fig. 6)",
-        command=settings.command,
-        settings={"data": data, "depths": depths, "epochs": epochs, "recipe": "he2016-cifar", "seeds": seeds},
-        results={
-            "errors": errors,
-            "plain_degrades": plain_degrades,
-            "residual_degrades": residual_degrades,
-            "depth_penalty": penalty,
-        },
-        table=markdown_table(["net", "final training error (%)", "test error (%)"], rows),
-        verdict=verdict,
-        figures=figures,
-        notes=notes,
-        environment=environment(settings.torch_device),
-    )
+    return notes

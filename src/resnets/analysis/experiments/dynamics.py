@@ -17,15 +17,10 @@ from typing import Any
 
 import torch
 
-from resnets.analysis.experiments.common import (
-    LINEAR_WARMUP,
-    Settings,
-    figure,
-    probe_batch,
-    save_figure,
-    seeds_for,
-    train_run,
-)
+from resnets.analysis.experiments.common import LINEAR_WARMUP, Settings, probe_batch, seeds_for
+from resnets.analysis.experiments.registry import experiment
+from resnets.analysis.experiments.sweep import Sweep, grid
+from resnets.analysis.plots import figure, save_figure
 from resnets.analysis.probes import record_branches
 from resnets.analysis.report import Report, change_beyond_spread, environment, markdown_table, pm
 
@@ -73,50 +68,31 @@ def _block_mean(rows: list[dict], key: str) -> float:
     return statistics.fmean(v for r in rows for v in r[key] if v is not None)
 
 
+@experiment("skip-dynamics", "branch/skip ratio and gates per block during training")
 def run(settings: Settings) -> Report:
     """Train each net per seed with a BranchWatcher; plot ratio and gate per block against the step."""
     data = settings.data or "cifar10"
     depth = (settings.depths or [56])[0]
     epochs = settings.pick("budget", 1, 164)
     seeds = seeds_for(settings)
+    sweep = Sweep(
+        settings,
+        grid(NETS, [depth]),
+        seeds,
+        recipe="he2016-cifar",
+        data=data,
+        epochs=epochs,
+        overrides=LINEAR_WARMUP,
+        log_points=40,
+        run_name="{model}-s{seed}",
+    )
     x, _ = probe_batch(data, settings.data_dir, 128, seed=1234)
     histories: dict[str, list[list[dict]]] = {kind: [] for kind in NETS}
-    for seed in seeds:
-        for kind, pattern in NETS.items():
-            name = pattern.format(d=depth)
-            watcher = BranchWatcher(x)
-            train_run(
-                settings,
-                name,
-                Path(settings.out) / "runs" / f"{name}-s{seed}",
-                recipe="he2016-cifar",
-                data=data,
-                seed=seed,
-                epochs=epochs,
-                overrides=LINEAR_WARMUP,
-                callbacks=[watcher],
-                log_points=40,
-            )
-            histories[kind].append(watcher.history)
-
-    panels = [("residual", "ratio", "‖F(x)‖ / ‖S(x)‖"), ("highway", "ratio", "‖F(x)‖ / ‖S(x)‖")]
-    panels.append(("highway", "gate", "mean gate T(x)"))
-    fig, axes = figure(3, 1, size=(5.0, 4.0))
-    for ax, (kind, key, label) in zip(axes[0], panels, strict=True):
-        history = histories[kind][0]  # first seed: one line per block, coloured by depth in the net
-        n_blocks = len(history[0][key])
-        for b in range(n_blocks):
-            values = [h[key][b] for h in history]
-            if values[0] is None:
-                continue
-            ax.plot([h["step"] for h in history], values, color=_cmap(b / max(1, n_blocks - 1)), lw=0.8)
-        ax.set(
-            title=f"{kind}{depth}: {label}",
-            xlabel="iteration",
-            ylabel=label,
-            yscale="log" if key == "ratio" else "linear",
-        )
-    figures = [save_figure(fig, Path(settings.out), "skip_dynamics.png")]
+    for net, seed in sweep.jobs():  # the watcher sees every step, so each run is trained, never reused
+        watcher = BranchWatcher(x)
+        sweep.train(net, seed, callbacks=[watcher])
+        histories[net.kind].append(watcher.history)
+    figures = [plot_dynamics(Path(settings.out), histories, depth)]
 
     rows, results = [], {}
     for kind, key in (("residual", "ratio"), ("highway", "ratio"), ("highway", "gate")):
@@ -146,7 +122,7 @@ def run(settings: Settings) -> Report:
         verdict=verdict,
         figures=figures,
         notes=notes,
-        environment=environment(settings.torch_device),
+        environment=environment(settings.torch_device, sweep.runs),
     )
 
 
@@ -176,6 +152,28 @@ def dynamics_verdict(results: dict[str, dict[str, list[float]]]) -> str:
     if r_trend <= 0 and g_trend <= 0:
         return said + "the seed's 'start simple, then amplify the skipped layers' is not seen at this budget."
     return said + "only one of the two nets moves the way the seed says at this budget."
+
+
+def plot_dynamics(out: Path, histories: dict[str, list[list[dict]]], depth: int) -> str:
+    """Ratio (residual, highway) and gate (highway) per block against the step, for the first seed."""
+    panels = [("residual", "ratio", "‖F(x)‖ / ‖S(x)‖"), ("highway", "ratio", "‖F(x)‖ / ‖S(x)‖")]
+    panels.append(("highway", "gate", "mean gate T(x)"))
+    fig, axes = figure(3, 1, size=(5.0, 4.0))
+    for ax, (kind, key, label) in zip(axes[0], panels, strict=True):
+        history = histories[kind][0]  # first seed: one line per block, coloured by depth in the net
+        n_blocks = len(history[0][key])
+        for b in range(n_blocks):
+            values = [h[key][b] for h in history]
+            if values[0] is None:
+                continue
+            ax.plot([h["step"] for h in history], values, color=_cmap(b / max(1, n_blocks - 1)), lw=0.8)
+        ax.set(
+            title=f"{kind}{depth}: {label}",
+            xlabel="iteration",
+            ylabel=label,
+            yscale="log" if key == "ratio" else "linear",
+        )
+    return save_figure(fig, out, "skip_dynamics.png")
 
 
 def _cmap(t: float) -> Any:

@@ -16,18 +16,19 @@ from pathlib import Path
 
 import torch
 
-from resnets.analysis.experiments.common import (
-    LINEAR_WARMUP,
-    Settings,
-    figure,
-    probe_batch,
-    save_figure,
-    seeds_for,
-    train_run,
-)
-from resnets.analysis.experiments.highway import model_kwargs
+from resnets.analysis.experiments.common import LINEAR_WARMUP, Settings, mlp_kwargs, probe_batch, seeds_for
+from resnets.analysis.experiments.registry import experiment
+from resnets.analysis.experiments.sweep import Net, Sweep, grid
+from resnets.analysis.plots import figure, plot_curve, save_figure
 from resnets.analysis.probes import gradient_norms
-from resnets.analysis.report import Report, change_beyond_spread, environment, markdown_table, pm
+from resnets.analysis.report import (
+    Report,
+    change_beyond_spread,
+    environment,
+    markdown_table,
+    mean_profile,
+    pm,
+)
 from resnets.registry import create_model
 
 CONV = {"plain": "plain{d}", "residual": "resnet{d}", "highway": "highway{d}"}
@@ -83,88 +84,106 @@ def gradients_verdict(
     )
 
 
-def measure(
-    settings: Settings, family: str, kind: str, depth: int, seed: int, steps: int, data: str
-) -> dict[str, list[float]]:
-    """Per-layer gradient norms of one net at init and after `steps` steps of training on `data`."""
+def net_kwargs(family: str, kind: str, depth: int) -> dict:
+    """Model kwargs: none for conv nets; depth (and gate bias) for fc nets, and for residual fc nets
+    scaled branches (un-normalised identity sums explode at init without them, see skipnet.py)."""
     if family == "conv":
-        name, kwargs, recipe, schedule = CONV[kind].format(d=depth), {}, "he2016-cifar", LINEAR_WARMUP
-    else:
-        name, kwargs, recipe, schedule = MLP[kind], model_kwargs(kind, depth), "highway-mnist", {}
-        if kind == "residual":  # un-normalised identity sums explode at init without it (skipnet.py)
-            kwargs["scale_branches"] = True
-    x, y = probe_batch(data, settings.data_dir, 128, seed=seed)
-    in_chans, size = x.shape[1], tuple(x.shape[2:])
-    mlp_args = {"input_size": size} if family == "mlp" else {}
-    torch.manual_seed(seed)
-    model = create_model(name, num_classes=10, in_chans=in_chans, **kwargs, **mlp_args)
-    at_init = gradient_norms(model, x, y)
-    run_dir = Path(settings.out) / "runs" / f"{family}-{kind}{depth}-s{seed}"
-    overrides = {"model": {"kwargs": kwargs}, **schedule}
-    trained = train_run(
+        return {}
+    kwargs = mlp_kwargs(kind, depth)
+    if kind == "residual":
+        kwargs["scale_branches"] = True
+    return kwargs
+
+
+def sweep_for(settings: Settings, family: str, depths: list[int], seeds: list[int], steps: int) -> Sweep:
+    """Conv nets with he2016-cifar and its warm-up on CIFAR-10, fc nets with highway-mnist on MNIST,
+    each for exactly `steps` steps; a run may diverge (that is a result for a deep plain net)."""
+    conv = family == "conv"
+    return Sweep(
         settings,
-        name,
-        run_dir,
-        recipe=recipe,
-        data=data,
-        seed=seed,
+        grid(CONV if conv else MLP, depths, lambda k, d: {"model": {"kwargs": net_kwargs(family, k, d)}}),
+        seeds,
+        recipe="he2016-cifar" if conv else "highway-mnist",
+        data=(settings.data or "cifar10") if conv else "mnist",
         steps=steps,
-        overrides=overrides,
+        overrides=LINEAR_WARMUP if conv else {},
         may_diverge=True,
+        run_name=family + "-{key}-s{seed}",
     )
-    if trained is None:  # the loss became NaN: there are no gradients to measure
+
+
+def measure(settings: Settings, sweep: Sweep, family: str, net: Net, seed: int) -> dict[str, list[float]]:
+    """Per-layer gradient norms of one net at init (built with the run's seed) and after its run."""
+    x, y = probe_batch(sweep.data, settings.data_dir, 128, seed=seed)
+    mlp_args = {"input_size": tuple(x.shape[2:])} if family == "mlp" else {}
+    torch.manual_seed(seed)
+    model = create_model(
+        net.model, num_classes=10, in_chans=x.shape[1], **net_kwargs(family, net.kind, net.depth), **mlp_args
+    )
+    at_init = gradient_norms(model, x, y)
+    trained = sweep.train(net, seed)
+    if trained.diverged:  # the loss became NaN: there are no gradients to measure
         return {"init": at_init, "trained": [math.nan] * len(at_init), "diverged": True}
-    after = gradient_norms(trained.model.cpu().float(), x, y)
+    after = gradient_norms(trained.result.model.cpu().float(), x, y)
     return {"init": at_init, "trained": after, "diverged": False}
 
 
+def table_row(family: str, net: Net, runs: list[dict]) -> list[str]:
+    """First/last ratio and log10 spread at init and after training, mean ± std over seeds."""
+    return [
+        f"{net.kind} {net.depth}" + (" (conv)" if family == "conv" else " (fc)"),
+        pm([first_last_ratio(r["init"]) for r in runs], digits=3),
+        pm([math.log10(spread(r["init"])) for r in runs]),
+        pm([first_last_ratio(r["trained"]) for r in runs], digits=3),
+        pm([math.log10(spread(r["trained"])) for r in runs]),
+    ]
+
+
+def plot_norms(out: Path, family: str, results: dict[str, list[dict]], depths: list[int], steps: int) -> str:
+    """Per-layer norms (mean over seeds) at init and after training, one line per net."""
+    fig, axes = figure(2, 1)
+    for kind in ("plain", "residual", "highway"):
+        for j, depth in enumerate(depths):
+            runs = results[f"{family}/{kind}{depth}"]
+            for col, when in enumerate(("init", "trained")):
+                plot_curve(
+                    axes[0][col],
+                    mean_profile([r[when] for r in runs]),
+                    band=False,  # norms span decades: a linear ± std band means nothing on log axes
+                    color=COLORS[kind],
+                    alpha=0.4 + 0.6 * (j + 1) / len(depths),
+                    label=f"{kind} {depth}",
+                )
+    for ax in axes[0]:
+        ax.set_yscale("log")
+    axes[0][0].set(title=f"{family}: at initialisation", xlabel="layer", ylabel="‖∂L/∂W‖")
+    axes[0][1].set(title=f"{family}: after {steps} steps", xlabel="layer")
+    axes[0][1].legend(fontsize=7, ncol=2)
+    return save_figure(fig, out, f"gradients_{family}.png")
+
+
+@experiment("gradients", "gradient norm per layer at init and after training, plain/residual/highway")
 def run(settings: Settings) -> Report:
     """Measure every (family, kind, depth, seed) and compare the plain nets' spread with the others'."""
     seeds = seeds_for(settings)
     steps = int(settings.pick("budget", 50, 500))
     conv_depths = settings.pick("depths", [20, 56], [20, 32, 44, 56, 110])
     mlp_depths = [10, 50, 100] if settings.quick else [10, 20, 50, 100]
-    families = {"conv": (conv_depths, settings.data or "cifar10"), "mlp": (mlp_depths, "mnist")}
-    results: dict[str, dict] = {}
+    families = {"conv": conv_depths, "mlp": mlp_depths}
+    sweeps = {f: sweep_for(settings, f, depths, seeds, steps) for f, depths in families.items()}
+    results: dict[str, list[dict]] = {}
     rows = []
-    for family, (depths, data) in families.items():
-        for kind in ("plain", "residual", "highway"):
-            for depth in depths:
-                runs = [measure(settings, family, kind, depth, s, steps, data) for s in seeds]
-                key = f"{family}/{kind}{depth}"
-                results[key] = runs
-                rows.append(
-                    [
-                        f"{kind} {depth}" + (" (conv)" if family == "conv" else " (fc)"),
-                        pm([first_last_ratio(r["init"]) for r in runs], digits=3),
-                        pm([math.log10(spread(r["init"])) for r in runs]),
-                        pm([first_last_ratio(r["trained"]) for r in runs], digits=3),
-                        pm([math.log10(spread(r["trained"])) for r in runs]),
-                    ]
-                )
-
-    figures = []
-    for family, (depths, _) in families.items():
-        fig, axes = figure(2, 1)
-        for kind in ("plain", "residual", "highway"):
-            for j, depth in enumerate(depths):
-                runs = results[f"{family}/{kind}{depth}"]
-                for col, when in enumerate(("init", "trained")):
-                    norms = [statistics.fmean(r[when][i] for r in runs) for i in range(len(runs[0][when]))]
-                    axes[0][col].semilogy(
-                        range(1, len(norms) + 1),
-                        norms,
-                        color=COLORS[kind],
-                        alpha=0.4 + 0.6 * (j + 1) / len(depths),
-                        label=f"{kind} {depth}",
-                    )
-        axes[0][0].set(title=f"{family}: at initialisation", xlabel="layer", ylabel="‖∂L/∂W‖")
-        axes[0][1].set(title=f"{family}: after {steps} steps", xlabel="layer")
-        axes[0][1].legend(fontsize=7, ncol=2)
-        figures.append(save_figure(fig, Path(settings.out), f"gradients_{family}.png"))
+    for family, sweep in sweeps.items():
+        measured = {
+            (net.key, seed): measure(settings, sweep, family, net, seed) for net, seed in sweep.jobs()
+        }
+        for net in sweep.nets:
+            results[f"{family}/{net.key}"] = runs = [measured[(net.key, s)] for s in seeds]
+            rows.append(table_row(family, net, runs))
+    figures = [plot_norms(Path(settings.out), f, results, depths, steps) for f, depths in families.items()]
 
     def log_spreads(family: str, kind: str, when: str) -> list[float]:
-        runs = results[f"{family}/{kind}{max(families[family][0])}"]
+        runs = results[f"{family}/{kind}{max(families[family])}"]
         return [math.log10(spread(r[when])) for r in runs]
 
     comparisons = {
@@ -172,7 +191,7 @@ def run(settings: Settings) -> Report:
         for family in families
         for when in ("init", "trained")
     }
-    verdict = gradients_verdict(comparisons, {f: max(d) for f, (d, _) in families.items()}, steps)
+    verdict = gradients_verdict(comparisons, {f: max(d) for f, d in families.items()}, steps)
     return Report(
         name="gradients",
         title="Gradient norm per layer: plain, residual and highway nets",
@@ -213,5 +232,5 @@ def run(settings: Settings) -> Report:
             "and the nets diverged within 50 steps. Highway fc nets get the per-depth gate bias of the "
             "highway experiment.",
         ],
-        environment=environment(),
+        environment=environment(runs=[*sweeps["conv"].runs, *sweeps["mlp"].runs]),
     )

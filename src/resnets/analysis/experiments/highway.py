@@ -10,28 +10,23 @@ import math
 import statistics
 from pathlib import Path
 
+import torch
+
 from resnets.analysis.experiments.common import (
     Settings,
-    figure,
+    carry_gate_bias,
+    mlp_kwargs,
     probe_batch,
-    records,
-    save_figure,
     seeds_for,
-    train_run,
 )
+from resnets.analysis.experiments.registry import experiment
+from resnets.analysis.experiments.sweep import Run, Sweep, grid
+from resnets.analysis.plots import figure, plot_curve, save_figure
 from resnets.analysis.probes import record_gates
-from resnets.analysis.report import Report, environment, markdown_table, pm
+from resnets.analysis.report import Report, environment, markdown_table, mean_curve, mean_profile, pm
 
 NETS = {"plain": "plain_mlp", "highway": "highway_mlp"}
 CHANCE = math.log(10)  # the loss of a uniform guess over 10 classes
-
-
-def carry_gate_bias(depth: int) -> float:
-    """The transform-gate bias b_T at which a stack of `depth` closed gates still carries half its
-    input: (1 − σ(b_T))^depth = 1/2. Srivastava et al. searched b_T in −1…−10 per net; a fixed −3 carries
-    only 0.953^100 ≈ 0.8% through 100 layers, and such a net did not train here."""
-    t = 1 - 0.5 ** (1 / depth)
-    return math.log(t / (1 - t))
 
 
 def trains(final_loss: float) -> bool:
@@ -39,100 +34,57 @@ def trains(final_loss: float) -> bool:
     return final_loss < CHANCE / 2
 
 
-def model_kwargs(kind: str, depth: int) -> dict:
-    """Depth, and for highway nets the gate bias of `carry_gate_bias`."""
-    return {"depth": depth, "gate_bias": carry_gate_bias(depth)} if kind == "highway" else {"depth": depth}
+def final_loss(run: Run) -> float:
+    """The training loss of the run's last epoch; a diverged run (NaN loss) did not train: infinite."""
+    epochs_done = run.records("train")
+    return epochs_done[-1]["loss"] if not run.diverged and epochs_done else math.inf
 
 
+def gate_profile(run: Run, x: torch.Tensor) -> list[float]:
+    """The mean transform gate T(x) per layer of a trained highway net on the batch `x`."""
+    model = run.result.model.cpu().float().eval()
+    with record_gates(model) as means:
+        model(x)
+    return means
+
+
+@experiment("highway", "plain vs highway fully connected nets on MNIST (Srivastava et al. 2015)")
 def run(settings: Settings) -> Report:
     """Train every (kind, depth, seed); plot training loss curves and the gate profile."""
     data = settings.data or "mnist"
     depths = settings.pick("depths", [10, 20, 50, 100], [10, 20, 50, 100])
     epochs = settings.pick("budget", 2, 20)
     seeds = seeds_for(settings)
-    curves: dict[str, list[list[tuple[int, float]]]] = {}
-    final: dict[str, list[float]] = {}
-    gates: dict[int, list[list[float]]] = {}
+    sweep = Sweep(
+        settings,
+        grid(NETS, depths, lambda kind, d: {"model": {"kwargs": mlp_kwargs(kind, d)}}),
+        seeds,
+        recipe="highway-mnist",
+        data=data,
+        epochs=epochs,
+        log_points=60,
+        may_diverge=True,
+    )
+    runs = sweep.train_all()
+    final = {key: [final_loss(r) for r in per_seed] for key, per_seed in runs.items()}
     x, _ = probe_batch(data, settings.data_dir, 512)
-    for kind, name in NETS.items():
-        for depth in depths:
-            key = f"{kind}{depth}"
-            curves[key], final[key] = [], []
-            for seed in seeds:
-                run_dir = Path(settings.out) / "runs" / f"{key}-s{seed}"
-                trained = train_run(
-                    settings,
-                    name,
-                    run_dir,
-                    recipe="highway-mnist",
-                    data=data,
-                    seed=seed,
-                    epochs=epochs,
-                    overrides={"model": {"kwargs": model_kwargs(kind, depth)}},
-                    log_points=60,
-                    may_diverge=True,
-                )
-                steps = records(run_dir, "train_step")
-                curves[key].append([(r["step"], r["loss"]) for r in steps])
-                epochs_done = records(run_dir, "train")
-                # A diverged run (NaN loss) did not train: its final loss counts as infinite.
-                final[key].append(
-                    epochs_done[-1]["loss"] if trained is not None and epochs_done else math.inf
-                )
-                if kind == "highway" and trained is not None:
-                    model = trained.model.cpu().float().eval()
-                    with record_gates(model) as means:
-                        model(x)
-                    gates.setdefault(depth, []).append(means)
-
-    fig, axes = figure(2, 1)
-    for col, kind in enumerate(NETS):
-        ax = axes[0][col]
-        for j, depth in enumerate(depths):
-            runs = curves[f"{kind}{depth}"]
-            n = min(len(c) for c in runs)
-            steps = [runs[0][i][0] for i in range(n)]
-            mean = [statistics.fmean(c[i][1] for c in runs) for i in range(n)]
-            ax.plot(steps, mean, color=f"C{j}", label=f"{depth} layers")
-        ax.axhline(CHANCE, ls=":", color="gray")
-        ax.set(title=f"{kind} nets", xlabel="step", ylabel="training loss (mean over seeds)", yscale="log")
-        ax.legend()
-    figures = [save_figure(fig, Path(settings.out), "highway_loss.png")]
-
-    fig, axes = figure(1, 1)
-    for j, depth in enumerate(depths):
-        profiles = gates.get(depth)
-        if not profiles:
-            continue
-        mean = [statistics.fmean(p[i] for p in profiles) for i in range(len(profiles[0]))]
-        axes[0][0].plot(range(2, len(mean) + 2), mean, color=f"C{j}", label=f"{depth} layers")
-    axes[0][0].set(
-        xlabel="layer", ylabel="mean transform gate T(x)", title="trained highway nets", ylim=(0, 1)
-    )
-    axes[0][0].legend()
-    figures.append(save_figure(fig, Path(settings.out), "highway_gates.png"))
-
-    rows = []
-    for depth in depths:
-        p, h = final[f"plain{depth}"], final[f"highway{depth}"]
-        gate_mean = (
-            statistics.fmean(statistics.fmean(g) for g in gates[depth]) if gates.get(depth) else math.nan
-        )
-        rows.append([depth, pm(p, digits=3), pm(h, digits=3), f"{gate_mean:.3f}"])
+    gates = {
+        d: [gate_profile(r, x) for r in runs[f"highway{d}"] if not r.diverged]
+        for d in depths
+        if any(not r.diverged for r in runs[f"highway{d}"])
+    }
+    figures = [plot_losses(Path(settings.out), runs, depths), plot_gates(Path(settings.out), gates, depths)]
+    rows = [
+        [
+            d,
+            pm(final[f"plain{d}"], digits=3),
+            pm(final[f"highway{d}"], digits=3),
+            f"{statistics.fmean(statistics.fmean(g) for g in gates[d]) if d in gates else math.nan:.3f}",
+        ]
+        for d in depths
+    ]
     deepest = max(depths)
-    plain_ok = trains(statistics.fmean(final[f"plain{deepest}"]))
-    highway_ok = trains(statistics.fmean(final[f"highway{deepest}"]))
-    as_paper = not plain_ok and highway_ok
-    verdict = (
-        f"The {deepest}-layer plain net {'trains' if plain_ok else 'fails to train'} "
-        f"(final training loss {pm(final[f'plain{deepest}'], digits=3)}) and the {deepest}-layer highway "
-        f"net {'trains' if highway_ok else 'fails to train'} ({pm(final[f'highway{deepest}'], digits=3)})"
-        + (
-            ", as Srivastava et al. found."
-            if as_paper
-            else "; Srivastava et al. found the plain net fails and the highway net trains."
-        )
-    )
+    plain, highway = final[f"plain{deepest}"], final[f"highway{deepest}"]
     return Report(
         name="highway",
         title="Plain against highway fully connected nets on MNIST (Srivastava et al. 2015, Fig. 1)",
@@ -144,11 +96,11 @@ def run(settings: Settings) -> Report:
             "recipe": "highway-mnist",
             "seeds": seeds,
         },
-        results={"final_train_loss": final, "gate_means": gates, "as_paper": as_paper},
+        results={"final_train_loss": final, "gate_means": gates, "as_paper": as_paper(plain, highway)},
         table=markdown_table(
             ["layers", "plain: final train loss", "highway: final train loss", "highway: mean gate"], rows
         ),
-        verdict=verdict,
+        verdict=highway_verdict(plain, highway, deepest),
         figures=figures,
         notes=[
             f"'Trains' means a final training loss below ln(10)/2 = {CHANCE / 2:.2f} (half of guessing); "
@@ -161,5 +113,60 @@ def run(settings: Settings) -> Report:
             "parameter counts; one recipe for all (SGD 0.05, momentum 0.9, cosine), where the paper "
             "tuned the learning rate per net by random search.",
         ],
-        environment=environment(),
+        environment=environment(settings.torch_device, sweep.runs),
     )
+
+
+def as_paper(plain: list[float], highway: list[float]) -> bool:
+    """Srivastava et al.'s finding for the deepest nets: the plain net fails and the highway net trains
+    (each judged on its final training loss, mean over seeds)."""
+    return not trains(statistics.fmean(plain)) and trains(statistics.fmean(highway))
+
+
+def highway_verdict(plain: list[float], highway: list[float], depth: int) -> str:
+    """One sentence: whether the deepest plain and highway nets train, against the paper's finding."""
+
+    def does(losses: list[float]) -> str:
+        return "trains" if trains(statistics.fmean(losses)) else "fails to train"
+
+    return (
+        f"The {depth}-layer plain net {does(plain)} (final training loss {pm(plain, digits=3)}) and the "
+        f"{depth}-layer highway net {does(highway)} ({pm(highway, digits=3)})"
+        + (
+            ", as Srivastava et al. found."
+            if as_paper(plain, highway)
+            else "; Srivastava et al. found the plain net fails and the highway net trains."
+        )
+    )
+
+
+def plot_losses(out: Path, runs: dict[str, list[Run]], depths: list[int]) -> str:
+    """One panel per kind: training loss against the step, mean ± std over seeds, per depth."""
+    fig, axes = figure(2, 1)
+    for ax, kind in zip(axes[0], NETS, strict=True):
+        for j, depth in enumerate(depths):
+            curve = mean_curve(
+                [r.curve("train_step", lambda rec: rec["loss"]) for r in runs[f"{kind}{depth}"]]
+            )
+            plot_curve(ax, curve, color=f"C{j}", label=f"{depth} layers")
+        ax.axhline(CHANCE, ls=":", color="gray")
+        ax.set(
+            title=f"{kind} nets", xlabel="step", ylabel="training loss (mean ± std over seeds)", yscale="log"
+        )
+        ax.legend()
+    return save_figure(fig, out, "highway_loss.png")
+
+
+def plot_gates(out: Path, gates: dict[int, list[list[float]]], depths: list[int]) -> str:
+    """The gate profile of the trained highway nets (Srivastava et al. 2015, Fig. 2), per depth."""
+    fig, axes = figure(1, 1)
+    for j, depth in enumerate(depths):
+        if depth in gates:  # layer 1 is the input projection: the first gate is layer 2's
+            plot_curve(
+                axes[0][0], mean_profile(gates[depth], first=2), color=f"C{j}", label=f"{depth} layers"
+            )
+    axes[0][0].set(
+        xlabel="layer", ylabel="mean transform gate T(x)", title="trained highway nets", ylim=(0, 1)
+    )
+    axes[0][0].legend()
+    return save_figure(fig, out, "highway_gates.png")

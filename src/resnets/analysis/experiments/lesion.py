@@ -15,18 +15,23 @@ from pathlib import Path
 
 import torch
 
-from resnets.analysis.experiments.common import (
-    Settings,
-    error_rate,
-    figure,
-    held_out_split,
-    save_figure,
-    seeds_for,
-    train_run,
-)
+from resnets.analysis.experiments.common import Settings, error_rate, held_out_split, seeds_for
+from resnets.analysis.experiments.registry import experiment
+from resnets.analysis.experiments.sweep import Sweep, grid
+from resnets.analysis.plots import figure, plot_curve, save_figure
 from resnets.analysis.probes import lesioned, skip_blocks
-from resnets.analysis.report import Report, environment, markdown_table, mean_std, pm
+from resnets.analysis.report import (
+    Report,
+    change_beyond_spread,
+    environment,
+    markdown_table,
+    mean_curve,
+    mean_profile,
+    mean_std,
+    pm,
+)
 
+NETS = {"residual": "resnet{d}", "plain": "plain{d}"}
 DRAWS = 5  # random block sets per number deleted
 
 
@@ -73,6 +78,7 @@ def lesion_errors(
     }
 
 
+@experiment("lesion", "delete blocks at test time (Veit et al. 2016)")
 def run(settings: Settings) -> Report:
     """Train the residual net and its plain twin per seed, then lesion both."""
     data = settings.data or "cifar10"
@@ -80,83 +86,34 @@ def run(settings: Settings) -> Report:
     epochs = settings.pick("budget", 1, 164)
     recipe = "he2016-cifar"
     seeds = seeds_for(settings)
+    sweep = Sweep(
+        settings,
+        grid(NETS, [depth]),
+        seeds,
+        recipe=recipe,
+        data=data,
+        epochs=epochs,
+        run_name="{model}-s{seed}",
+    )
     n_test = 2000 if settings.quick else None
     x, y = held_out_split(data, settings.data_dir)
     x, y = x[:n_test], y[:n_test]
-    results: dict[str, list[dict]] = {"residual": [], "plain": []}
-    for seed in seeds:
-        for kind, name in (("residual", f"resnet{depth}"), ("plain", f"plain{depth}")):
-            run_dir = Path(settings.out) / "runs" / f"{name}-s{seed}"
-            trained = train_run(settings, name, run_dir, recipe=recipe, data=data, seed=seed, epochs=epochs)
-            model = trained.model.eval()
-            half = len(skip_blocks(model)) // 2
-            results[kind].append(lesion_errors(model, x, y, half, seed, settings.precision))
-
-    n_blocks = len(results["residual"][0]["single"])
-    down = results["residual"][0]["downsampling"]
-    fig, axes = figure(2, 1)
-    for kind, style in (("residual", "o-"), ("plain", "s--")):
-        runs = results[kind]
-        mean_single = [statistics.fmean(r["single"][i] for r in runs) for i in range(n_blocks)]
-        axes[0][0].plot(range(1, n_blocks + 1), [100 * e for e in mean_single], style, label=f"{kind}{depth}")
-        axes[0][0].axhline(100 * statistics.fmean(r["intact"] for r in runs), ls=":", color="gray")
-        ks = sorted(runs[0]["several"])
-        axes[0][1].plot(
-            ks,
-            [100 * statistics.fmean(e for r in runs for e in r["several"][k]) for k in ks],
-            style,
-            label=f"{kind}{depth}",
-        )
-    for i in down:
-        axes[0][0].axvline(i + 1, color="red", alpha=0.2)
-    axes[0][0].set(
-        xlabel="deleted block (red: downsampling)", ylabel="test error (%)", title="one block deleted"
-    )
-    axes[0][1].set(
-        xlabel="blocks deleted (random, not downsampling)", ylabel="test error (%)", title="several"
-    )
-    for ax in axes[0]:
-        ax.legend()
-    fig_name = save_figure(fig, Path(settings.out), "lesion.png")
-
-    def typical_increase(kind: str) -> list[float]:
-        """Per seed: the median error increase over single deletions of non-downsampling blocks."""
-        out = []
-        for r in results[kind]:
-            rest = [e for i, e in enumerate(r["single"]) if i not in r["downsampling"]]
-            out.append(statistics.median(rest) - r["intact"])
-        return out
-
-    res_inc, plain_inc = typical_increase("residual"), typical_increase("plain")
-    rows = []
-    for kind in ("residual", "plain"):
-        runs = results[kind]
-        inc = res_inc if kind == "residual" else plain_inc
-        rows.append(
-            [
-                f"{kind}{depth}",
-                pm([r["intact"] for r in runs], 100),
-                pm(inc, 100),
-                pm([max(r["single"]) for r in runs], 100),
-            ]
-        )
-    ratio = mean_std(plain_inc)[0] / max(mean_std(res_inc)[0], 1e-9)
-    robust = ratio > 4  # the residual net loses less than a quarter of what the plain net loses
-    more_robust = mean_std(plain_inc)[0] - mean_std(res_inc)[0] > max(
-        mean_std(res_inc)[1], mean_std(plain_inc)[1]
-    )
-    verdict = (
-        f"Deleting one non-downsampling block raises the test error of resnet{depth} by a median "
-        f"{pm(res_inc, 100)} points and that of plain{depth} by {pm(plain_inc, 100)} points: "
-        + (
-            "the residual net survives lesions, the plain net does not (as Veit et al. 2016 found)."
-            if robust
-            else f"the residual net loses {ratio:.1f}× less, but far more than the near-unchanged error "
-            "Veit et al. 2016 found for a fully trained ResNet-110."
-            if more_robust
-            else "the residual net is not more robust here (Veit et al. 2016 found it is)."
-        )
-    )
+    results: dict[str, list[dict]] = {kind: [] for kind in NETS}
+    for net, seed in sweep.jobs():
+        model = sweep.train(net, seed).result.model.eval()
+        half = len(skip_blocks(model)) // 2
+        results[net.kind].append(lesion_errors(model, x, y, half, seed, settings.precision))
+    increase = {kind: typical_increase(runs) for kind, runs in results.items()}
+    rows = [
+        [
+            f"{kind}{depth}",
+            pm([r["intact"] for r in runs], 100),
+            pm(increase[kind], 100),
+            pm([max(r["single"]) for r in runs], 100),
+        ]
+        for kind, runs in results.items()
+    ]
+    robust, more_robust = robustness(increase["residual"], increase["plain"])
     notes = [f"Error on the first {len(y):,} test images." if n_test else "Error on the whole test set."]
     if settings.quick:
         notes.append(
@@ -178,8 +135,70 @@ def run(settings: Settings) -> Report:
             ["net", "intact error (%)", "median increase, one block (points)", "worst single deletion (%)"],
             rows,
         ),
-        verdict=verdict,
-        figures=[fig_name],
+        verdict=lesion_verdict(increase["residual"], increase["plain"], depth),
+        figures=[plot_lesions(Path(settings.out), results, depth)],
         notes=notes,
-        environment=environment(settings.torch_device),
+        environment=environment(settings.torch_device, sweep.runs),
     )
+
+
+def typical_increase(runs: list[dict]) -> list[float]:
+    """Per seed: the median error increase over single deletions of non-downsampling blocks."""
+    out = []
+    for r in runs:
+        rest = [e for i, e in enumerate(r["single"]) if i not in r["downsampling"]]
+        out.append(statistics.median(rest) - r["intact"])
+    return out
+
+
+def loss_ratio(residual: list[float], plain: list[float]) -> float:
+    """How many times more error the plain net loses to one deletion than the residual net (means)."""
+    return mean_std(plain)[0] / max(mean_std(residual)[0], 1e-9)
+
+
+def robustness(residual: list[float], plain: list[float]) -> tuple[bool, bool]:
+    """(robust, more_robust) from the per-seed typical increases: robust when the residual net loses
+    less than a quarter of what the plain net loses (Veit et al.: nearly nothing against destroyed),
+    more robust when the plain net loses more by more than the seed-to-seed spread."""
+    return loss_ratio(residual, plain) > 4, change_beyond_spread(residual, plain) > 0
+
+
+def lesion_verdict(residual: list[float], plain: list[float], depth: int) -> str:
+    """One sentence: how much one deletion costs each net, against Veit et al. 2016's finding."""
+    robust, more_robust = robustness(residual, plain)
+    return (
+        f"Deleting one non-downsampling block raises the test error of resnet{depth} by a median "
+        f"{pm(residual, 100)} points and that of plain{depth} by {pm(plain, 100)} points: "
+        + (
+            "the residual net survives lesions, the plain net does not (as Veit et al. 2016 found)."
+            if robust
+            else f"the residual net loses {loss_ratio(residual, plain):.1f}× less, but far more than the "
+            "near-unchanged error Veit et al. 2016 found for a fully trained ResNet-110."
+            if more_robust
+            else "the residual net is not more robust here (Veit et al. 2016 found it is)."
+        )
+    )
+
+
+def plot_lesions(out: Path, results: dict[str, list[dict]], depth: int) -> str:
+    """Test error with each single block deleted and with k random blocks deleted, mean ± std over
+    seeds, residual against plain; the intact error dotted, the downsampling blocks in red."""
+    fig, axes = figure(2, 1)
+    for kind, style in (("residual", "o-"), ("plain", "s--")):
+        runs = results[kind]
+        single = mean_profile([r["single"] for r in runs])
+        plot_curve(axes[0][0], single, style, scale=100, label=f"{kind}{depth}")
+        axes[0][0].axhline(100 * statistics.fmean(r["intact"] for r in runs), ls=":", color="gray")
+        several = [[(int(k), statistics.fmean(e)) for k, e in sorted(r["several"].items())] for r in runs]
+        plot_curve(axes[0][1], mean_curve(several), style, scale=100, label=f"{kind}{depth}")
+    for i in results["residual"][0]["downsampling"]:
+        axes[0][0].axvline(i + 1, color="red", alpha=0.2)
+    axes[0][0].set(
+        xlabel="deleted block (red: downsampling)", ylabel="test error (%)", title="one block deleted"
+    )
+    axes[0][1].set(
+        xlabel="blocks deleted (random, not downsampling)", ylabel="test error (%)", title="several"
+    )
+    for ax in axes[0]:
+        ax.legend()
+    return save_figure(fig, out, "lesion.png")

@@ -4,9 +4,9 @@ schedule still decays); the report then says plainly that it is a shortened run.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from resnets.analysis.experiments.common import Settings, seeds_for, train_run
+from resnets.analysis.experiments.common import Settings, seeds_for
+from resnets.analysis.experiments.registry import experiment
+from resnets.analysis.experiments.sweep import Net, Sweep
 from resnets.analysis.report import Report, environment, markdown_table, mean_std, pm
 from resnets.errors import ConfigError
 
@@ -49,6 +49,7 @@ def models_for(recipe: str, depths: list[int] | None) -> list[str]:
     return names
 
 
+@experiment("reproduce", "a paper's recipe, our error beside the paper's")
 def run(settings: Settings) -> Report:
     """Train each model per seed with the recipe (shortened to the budget) and compare with the paper."""
     recipe = ALIASES.get(settings.recipe or "he2016-cifar", settings.recipe or "he2016-cifar")
@@ -61,12 +62,11 @@ def run(settings: Settings) -> Report:
     epochs = settings.pick("budget", 1, full)
     seeds = seeds_for(settings)
     data = settings.data or "cifar10"
-    errors: dict[str, list[float]] = {}
-    for seed in seeds:
-        for name in models:
-            run_dir = Path(settings.out) / "runs" / f"{name}-s{seed}"
-            result = train_run(settings, name, run_dir, recipe=recipe, data=data, seed=seed, epochs=epochs)
-            errors.setdefault(name, []).append(100 * (1 - result.summary["test_accuracy"]))
+    sweep = Sweep(settings, [Net(name, name) for name in models], seeds, recipe, data, epochs=epochs)
+    errors = {
+        name: [100 * (1 - r.result.summary["test_accuracy"]) for r in runs]
+        for name, runs in sweep.train_all().items()
+    }
     rows = [
         [
             name,
@@ -103,5 +103,5 @@ def run(settings: Settings) -> Report:
             "ResNet-110); He et al. 2016b and Huang et al. report medians of 5 runs. We train on all 50k "
             "training images and report mean ± std over the seeds run.",
         ],
-        environment=environment(settings.torch_device),
+        environment=environment(settings.torch_device, sweep.runs),
     )
