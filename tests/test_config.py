@@ -1,10 +1,24 @@
 """Config resolution (recipe → file → flags → --set), validation, recipes and schedules."""
 
-import pytest
+import dataclasses
+import json
 
+import pytest
+import yaml
+
+from resnets.data import DataRequest
 from resnets.errors import ConfigError
-from resnets.train.config import ScheduleConfig, parse_assignment, resolve_config
+from resnets.train import recipes
+from resnets.train.config import (
+    DataConfig,
+    ScheduleConfig,
+    build_config,
+    load_yaml,
+    parse_assignment,
+    resolve_config,
+)
 from resnets.train.optim import LrSchedule
+from resnets.train.recipes import RECIPES
 
 
 def test_layers_apply_in_order(tmp_path) -> None:
@@ -32,7 +46,9 @@ def test_default_is_quick_resnet20_on_digits() -> None:
         ("data.batch_size=0", "data.batch_size must be >= 1"),
         ("run.precision=fp8", "run.precision must be one of auto, fp32, bf16, fp16"),
         ("model.name=resnet5", "model.name: unknown model 'resnet5'"),
-        ("data.name=imagenet", "data.name must be one of digits"),
+        ("data.name=cifar-10", "data.name: unknown dataset 'cifar-10'. Did you mean: cifar10, cifar100"),
+        ("data.name=imagenet", "data.name: unknown dataset 'imagenet'. Choose one of: digits, cifar10"),
+        ("data.batchsize=1", "unknown config key 'data.batchsize'; allowed keys under data: name, data_dir"),
         ("nonsense=1", "unknown config key 'nonsense'"),
         ("lr", "--set expects key.sub=value"),
     ],
@@ -131,3 +147,66 @@ def test_shortened_he2016_run_still_decays() -> None:
     cfg = resolve_config("he2016-cifar", flags={"run": {"epochs": 5, "max_steps": None}})
     lr = LrSchedule(cfg.schedule, 5 * 390, 390)
     assert [lr(0), lr(975), lr(1463)] == pytest.approx([1.0, 0.1, 0.01])
+
+
+# Every key of the data section, each with a value other than its default.
+DATA_KEYS = {
+    "name": "cifar10",
+    "data_dir": "/data",
+    "download": True,
+    "val_split": 5000,
+    "image_size": 32,
+    "skip_bad_images": True,
+    "max_in_memory_mb": 64,
+    "batch_size": 32,
+    "eval_batch_size": 64,
+    "augment": False,
+    "crop_padding": 2,
+    "flip": False,
+    "workers": 0,
+}
+BATCHING_KEYS = {"batch_size", "eval_batch_size", "augment", "crop_padding", "flip", "workers"}
+
+
+def test_the_data_section_is_the_loaders_request_plus_how_batches_are_made() -> None:
+    request = [f.name for f in dataclasses.fields(DataRequest)]
+    section = [f.name for f in dataclasses.fields(DataConfig)]
+    assert issubclass(DataConfig, DataRequest) and section[: len(request)] == request
+    assert set(DataConfig.__annotations__) == BATCHING_KEYS  # the loader's fields are declared once
+    assert set(section) == set(DATA_KEYS) and set(section) - set(request) == BATCHING_KEYS
+
+
+def test_every_data_key_is_set_by_assignment_and_by_a_file(tmp_path) -> None:
+    cfg = resolve_config(assignments=[f"data.{k}={json.dumps(v)}" for k, v in DATA_KEYS.items()])
+    assert {k: getattr(cfg.data, k) for k in DATA_KEYS} == DATA_KEYS
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"data": DATA_KEYS}))
+    assert resolve_config(files=[path]).data == cfg.data
+
+
+def test_a_run_config_saved_before_the_data_fields_moved_still_loads(tmp_path) -> None:
+    saved = tmp_path / "config.yaml"  # the data section in the order runs wrote it before
+    saved.write_text(
+        "recipe: quick\nmodel: {name: resnet20, kwargs: {}}\n"
+        "data: {name: digits, data_dir: null, download: false, val_split: 100, batch_size: 64, "
+        "eval_batch_size: 512, augment: true, crop_padding: null, flip: null, image_size: null, "
+        "skip_bad_images: false, workers: 2, max_in_memory_mb: 4096}\n"
+    )
+    cfg = build_config(load_yaml(saved))
+    assert (cfg.data.val_split, cfg.data.batch_size, cfg.data.max_in_memory_mb) == (100, 64, 4096)
+    assert build_config(cfg.to_dict()) == cfg
+
+
+def test_unknown_recipe_suggests_the_close_one_or_lists_them() -> None:
+    with pytest.raises(ConfigError, match=r"unknown recipe 'he2016_cifar'\. Did you mean: he2016-cifar, "):
+        resolve_config("he2016_cifar")
+    with pytest.raises(ConfigError, match=r"Choose one of: quick, fast-cifar, .* --recipe"):
+        resolve_config(files=[], assignments=["recipe=zzz"])
+
+
+def test_a_recipe_registered_twice_is_refused_and_each_is_a_documented_function() -> None:
+    with pytest.raises(ValueError, match="a recipe named 'quick' is already registered"):
+        RECIPES.register("quick")(recipes.fast_cifar)
+    assert RECIPES["quick"] is recipes.quick
+    for name, recipe in RECIPES.items():
+        assert recipe.__name__ == name.replace("-", "_") and recipe.__doc__, name

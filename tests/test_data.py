@@ -16,9 +16,10 @@ from formats import (
     write_idx,
     write_mnist,
 )
-from resnets.data import load_dataset
+from resnets.data import DATASETS, DataRequest, load_dataset, sources
 from resnets.data.formats import read_cifar_python, read_idx
 from resnets.errors import DataError
+from resnets.train.config import resolve_config
 
 
 @pytest.mark.parametrize("layout", ["bin", "py"])
@@ -251,9 +252,36 @@ def test_digits_fixed_stratified_split_and_val_hold_out() -> None:
     assert not any(tuple(x.flatten().tolist()) in seen for x in v.val.images[:20])
 
 
-def test_unknown_dataset_lists_the_choices() -> None:
-    with pytest.raises(DataError, match="choose one of digits, cifar10"):
+def test_unknown_dataset_names_the_close_ones_or_lists_the_choices() -> None:
+    with pytest.raises(DataError, match=r"unknown dataset 'cifar-10'\. Did you mean: cifar10, cifar100\?"):
+        load_dataset("cifar-10")
+    with pytest.raises(DataError, match=r"Choose one of: digits, cifar10, .* Or imagefolder:PATH"):
         load_dataset("imagenet")
+
+
+def test_a_request_and_the_keyword_form_load_the_same_splits() -> None:
+    by_name = load_dataset("digits", val_split=100, seed=3)
+    cfg = resolve_config(assignments=["data.val_split=100", "run.seed=3"])
+    for other in (
+        load_dataset(cfg.data, cfg.run.seed),
+        load_dataset(DataRequest("digits", val_split=100), 3),
+    ):
+        for split in ("train", "val", "test"):
+            mine, theirs = getattr(by_name, split), getattr(other, split)
+            assert torch.equal(mine.images, theirs.images) and torch.equal(mine.labels, theirs.labels)
+        assert (other.mean, other.std, other.classes) == (by_name.mean, by_name.std, by_name.classes)
+    with pytest.raises(TypeError, match="takes no other options, got val_split"):
+        load_dataset(cfg.data, val_split=5)
+    with pytest.raises(TypeError, match="batch_size"):  # training's fields are not the loader's
+        load_dataset("digits", batch_size=5)
+
+
+def test_a_dataset_registered_twice_is_refused_and_each_is_a_documented_function() -> None:
+    with pytest.raises(ValueError, match="a dataset named 'digits' is already registered"):
+        DATASETS.register("digits")(lambda req, seed: load_dataset(req, seed))
+    assert DATASETS["digits"] is sources.digits
+    for name, loader in DATASETS.items():
+        assert loader.__name__ == name.replace("-", "_") and loader.__doc__, name
 
 
 def test_cifar_labels_out_of_range_are_refused(tmp_path) -> None:

@@ -9,6 +9,7 @@ from torch import nn
 import resnets
 import resnets.models
 from resnets import registry
+from resnets.errors import ConfigError
 from resnets.info import count_params
 from resnets.registry import get_spec, register_model
 
@@ -92,7 +93,7 @@ def test_create_model_defaults_come_from_the_spec() -> None:
 @pytest.fixture
 def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     """Registrations made by the test are forgotten afterwards."""
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry.MODELS, "_entries", dict(registry.MODELS._entries))
 
 
 @pytest.mark.usefixtures("scratch_registry")
@@ -124,3 +125,16 @@ def test_every_model_is_a_public_builder_whose_docstring_states_its_parameter_co
         with torch.device("meta"):  # shapes only: even the largest model builds in a moment
             model = resnets.create_model(name)
         assert int(stated[0].replace(",", "")) == count_params(model), name
+
+
+def test_a_registry_refuses_a_second_entry_under_one_name_and_suggests_close_names() -> None:
+    reg: registry.Registry[int] = registry.Registry("recipe")
+    reg.register("he2016-cifar")(1)
+    reg.add("quick", 2)
+    assert list(reg) == ["he2016-cifar", "quick"] and reg.names("he*") == ["he2016-cifar"]
+    with pytest.raises(ValueError, match="already registered"):
+        reg.add("quick", 3)
+    with pytest.raises(ConfigError, match=r"unknown recipe 'he2016_cifar'\. Did you mean: he2016-cifar\?"):
+        reg["he2016_cifar"]
+    with pytest.raises(ConfigError, match="Choose one of: he2016-cifar, quick"):
+        reg.get("zzz")

@@ -1,22 +1,76 @@
-"""The model registry: every named architecture, how to build it, and what it is.
+"""Registries: one style for every named thing (models, recipes, datasets, experiments).
 
-`register_model` records a builder under a unique name together with the facts `resnets models`
-reports (paper, skip kind, depth, default input size). `create_model` builds by name and
-`list_models` lists names, optionally filtered by a shell-style pattern, as in timm's registry.
+`Registry` is a read-only mapping of names to entries in registration order; entries are added by
+decorator, an unknown name raises with the closest names, and `names(pattern)` filters by a glob, as in
+timm's registry. The model registry is one instance: `register_model` records a builder together with
+the facts `resnets models` reports (paper, skip kind, depth, default input size), `create_model` builds
+by name and `list_models` lists names.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from torch import nn
 
-from resnets.errors import UnknownModelError
+from resnets.errors import ConfigError, UnknownModelError
 from resnets.layers import SKIP_KINDS
+
+T = TypeVar("T")
+
+
+class Registry(Mapping[str, T], Generic[T]):
+    """Named entries of one kind (`kind` names it in errors), in registration order."""
+
+    def __init__(self, kind: str, error: type[Exception] = ConfigError, listing: str = "") -> None:
+        self.kind, self.error, self.listing = kind, error, listing
+        self._entries: dict[str, T] = {}
+
+    def add(self, name: str, entry: T) -> T:
+        """Record `entry` under `name`; a name already taken raises (two entries would shadow)."""
+        if name in self._entries:
+            raise ValueError(f"a {self.kind} named {name!r} is already registered; pick another name")
+        self._entries[name] = entry
+        return entry
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator form of `add`: `@RECIPES.register("quick")` above a function records it as is."""
+        return lambda entry: self.add(name, entry)
+
+    def get(self, name: str, default: Any = None) -> T:  # type: ignore[override]
+        """The entry under `name`; an unknown name raises `error` naming the closest ones."""
+        try:
+            return self._entries[name]
+        except KeyError:
+            pass
+        close = (
+            difflib.get_close_matches(name[:200], self._entries, n=5, cutoff=0.5)
+            if isinstance(name, str)
+            else []
+        )
+        hint = f" Did you mean: {', '.join(close)}?" if close else f" Choose one of: {', '.join(self)}."
+        shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:80] + "…"  # a name may be megabytes
+        raise self.error(f"unknown {self.kind} {shown}.{hint}{self.listing}") from None
+
+    def names(self, pattern: str | None = None) -> list[str]:
+        """Names in registration order, filtered by a shell-style glob such as 'resnet*'."""
+        return [n for n in self._entries if not pattern or fnmatch.fnmatchcase(n, pattern)]
+
+    def __getitem__(self, name: str) -> T:
+        return self.get(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
 
 
 @dataclass(frozen=True)
@@ -33,7 +87,9 @@ class ModelSpec:
     family: str  # "cifar", "imagenet" or "mlp"
 
 
-_REGISTRY: dict[str, ModelSpec] = {}
+MODELS: Registry[ModelSpec] = Registry(
+    "model", UnknownModelError, " `resnets models` (or resnets.list_models()) lists them all."
+)
 
 # The dataset each family was designed for: (input channels, height, width) and number of classes.
 FAMILY_DEFAULTS: dict[str, tuple[tuple[int, int, int], int]] = {
@@ -95,40 +151,31 @@ def _register(
         raise ValueError(f"register_model({name!r}): skip must be one of {SKIP_KINDS}, got {skip!r}")
     if family not in FAMILY_DEFAULTS and (input_size is None or num_classes is None):
         raise ValueError(f"register_model({name!r}): family {family!r} needs input_size and num_classes")
-    if name in _REGISTRY:
-        raise ValueError(f"a model named {name!r} is already registered; pick another name")
     default_size, default_classes = FAMILY_DEFAULTS.get(family, (input_size, num_classes))
-    _REGISTRY[name] = ModelSpec(
+    MODELS.add(
         name,
-        builder,
-        skip,
-        depth,
-        paper,
-        input_size or default_size,
-        default_classes if num_classes is None else num_classes,
-        family,
+        ModelSpec(
+            name,
+            builder,
+            skip,
+            depth,
+            paper,
+            input_size or default_size,
+            default_classes if num_classes is None else num_classes,
+            family,
+        ),
     )
     return builder
 
 
 def get_spec(name: str) -> ModelSpec:
     """Return the registry entry for `name`; unknown names raise with the closest matches."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, _REGISTRY, n=5, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise UnknownModelError(
-            f"unknown model {name!r}.{hint} `resnets models` (or resnets.list_models()) lists them all."
-        ) from None
+    return MODELS.get(name)
 
 
 def list_models(pattern: str | None = None) -> list[str]:
     """Names of all registered models in registration order, filtered by a glob such as 'resnet*'."""
-    names = list(_REGISTRY)
-    if pattern:
-        names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-    return names
+    return MODELS.names(pattern)
 
 
 def create_model(

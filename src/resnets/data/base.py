@@ -1,7 +1,9 @@
-"""In-memory labelled images and the splits a training run uses."""
+"""What a dataset load is asked for (`DataRequest`) and what it returns: in-memory labelled images and
+the splits a training run uses."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -9,6 +11,20 @@ import torch
 from torch.utils.data import Dataset
 
 from resnets.errors import DataError
+
+
+@dataclass
+class DataRequest:
+    """What loading a dataset needs: the one definition of these fields. A run's `DataConfig` extends
+    it with how batches are made, so a config section is itself a request."""
+
+    name: str = "digits"  # digits | cifar10 | cifar100 | mnist | fashion-mnist | imagefolder:PATH
+    data_dir: str | None = None  # where the dataset's files are ($RESNETS_DATA_DIR or ~/.cache/resnets/data)
+    download: bool = False  # fetch the official archive (with its checksum) if missing
+    val_split: int = 0  # hold out this many training images for validation (He et al.: 5,000)
+    image_size: int | None = None  # imagefolder: resize to this square size
+    skip_bad_images: bool = False  # imagefolder: skip unreadable files instead of failing
+    max_in_memory_mb: int = 4096  # larger image folders stream from disk
 
 
 @dataclass
@@ -77,15 +93,30 @@ class DatasetSplits:
         return len(self.classes)
 
 
-def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Exact per-channel mean and std on the [0, 1] scale, accumulated in float64 chunk by chunk."""
-    total = torch.zeros(images.shape[1], dtype=torch.float64)
-    squares = torch.zeros_like(total)
-    for start in range(0, len(images), chunk):
-        x = images[start : start + chunk].to(torch.float64)
+def channel_stats(
+    images: torch.Tensor | Iterable[torch.Tensor], chunk: int = 4096
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Exact per-channel mean and std on the [0, 1] scale, accumulated in float64 chunk by chunk, of a
+    uint8 (N, C, H, W) tensor or of images (C, H, W) given one at a time (memory: one image)."""
+    chunks = (
+        (images[i : i + chunk] for i in range(0, len(images), chunk))
+        if isinstance(images, torch.Tensor)
+        else (x.unsqueeze(0) if x.dim() == 3 else x for x in images)
+    )
+    total = squares = None
+    count = 0
+    for x in chunks:
+        x = x.to(torch.float64)
+        if total is None:
+            total, squares = (
+                torch.zeros(x.shape[1], dtype=torch.float64),
+                torch.zeros(x.shape[1], dtype=torch.float64),
+            )
         total += x.sum(dim=(0, 2, 3))
         squares += x.square().sum(dim=(0, 2, 3))
-    count = images.numel() // images.shape[1]
+        count += x.numel() // x.shape[1]
+    if total is None or count == 0:
+        raise ValueError("channel_stats needs at least one image")
     mean = total / count
     std = (squares / count - mean.square()).clamp_min(0).sqrt()
     std = (std / 255.0).clamp_min(1e-6)  # a constant channel must not divide by zero
@@ -100,3 +131,22 @@ def hold_out(data: ImageData, count: int, seed: int) -> tuple[ImageData, ImageDa
         )
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     return data.subset(order[count:].sort().values), data.subset(order[:count].sort().values)
+
+
+def make_splits(
+    name: str,
+    train: ImageData,
+    test: ImageData,
+    classes: list[str],
+    augment: Augment,
+    req: DataRequest,
+    seed: int,
+    notes: list[str] | None = None,
+) -> DatasetSplits:
+    """The splits of an in-memory dataset: the requested validation images held out of `train` (with
+    `seed`), then normalisation statistics from what remains, so no held-out image informs them."""
+    val = None
+    if req.val_split:
+        train, val = hold_out(train, req.val_split, seed=seed)
+    mean, std = channel_stats(train.images)
+    return DatasetSplits(name, train, test, classes, mean, std, augment, train.image_shape, val, notes or [])

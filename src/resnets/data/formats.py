@@ -14,6 +14,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -53,10 +54,27 @@ def read_cifar_binary(
 
 
 def _safe_dtype(*args: object) -> np.dtype:
-    dtype = np.dtype(*args)  # type: ignore[call-overload]
-    if dtype.hasobject:
-        raise DataError("refusing an object array: a CIFAR batch holds only numbers")
-    return dtype
+    """A fresh numeric dtype for what the pickle asks. Fresh, because the pickle then BUILDs it with a
+    state of its choosing (flags such as 'holds objects' on a uint8): np.dtype(..., copy=False) would
+    hand it NumPy's own uint8 to change for the whole process."""
+    try:
+        dtype = np.dtype(*args[:2])  # type: ignore[call-overload]  # (obj, align); never copy=False
+    except (TypeError, ValueError) as err:
+        raise DataError(f"refusing dtype {args[:1]!r:.60}: {err}") from None
+    return np.dtype(_numeric(dtype).str, False, True)
+
+
+def _numeric(dtype: object) -> np.dtype:
+    """`dtype` rebuilt from its type string alone (kind, byte order, size), which drops any state a
+    pickle set on it; only plain numbers (bool, int, uint, float) are a CIFAR batch's."""
+    try:
+        given = dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)  # type: ignore[call-overload]
+    except (TypeError, ValueError) as err:
+        raise DataError(f"refusing dtype {dtype!r:.60}: {err}") from None
+    if given.kind not in "biuf" or given.fields or given.subdtype:
+        what = "an object" if given.hasobject else f"a {given!r:.60}"
+        raise DataError(f"refusing {what} array: a CIFAR batch holds only numbers")
+    return np.dtype(given.str)
 
 
 class _NdarrayName:
@@ -80,7 +98,7 @@ def _checked_reconstruct(reconstruct: Callable[..., np.ndarray]) -> Callable[...
         # NumPy pickles an array as an empty shell of `shape` filled by __setstate__ (whose data must
         # match the shape, so it is bounded by the file); a large shell can only be an attempt to
         # allocate memory, by many elements or by a huge item size.
-        checked = _safe_dtype(dtype)
+        checked = _numeric(dtype)
         count = int(np.prod(shape, dtype=np.float64))  # type: ignore[call-overload]
         if subtype is not _NDARRAY or count * checked.itemsize > MAX_SHELL_BYTES:
             raise DataError(f"refusing an array shell of shape {shape}: not how NumPy pickles a CIFAR batch")
@@ -92,7 +110,7 @@ def _checked_reconstruct(reconstruct: Callable[..., np.ndarray]) -> Callable[...
 def _checked_frombuffer(frombuffer: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
     # Protocol 5 pickles an array as its bytes (from the file, so bounded by it) plus dtype and shape.
     def safe(buf: object, dtype: object, shape: object, order: object) -> np.ndarray:
-        return frombuffer(buf, _safe_dtype(dtype), shape, order)
+        return frombuffer(buf, _numeric(dtype), shape, order)
 
     return safe
 
@@ -111,9 +129,29 @@ def _empty_bytes(*args: object) -> bytes:
     return b""
 
 
-class _ArrayOnlyUnpickler(pickle.Unpickler):
+_PLAIN_DTYPE_STATE = (None, None, None, -1, -1, 0)  # no subarray, names or fields; default size, flags
+
+
+def _load_build(self: _ArrayOnlyUnpickler) -> None:
+    # BUILD on a dtype is dtype.__setstate__, which takes any flags ("holds objects" on a uint8 breaks
+    # NumPy's internals): only the state NumPy writes for a plain number type is let through.
+    target, state = self.stack[-2], self.stack[-1]
+    if isinstance(target, np.dtype) and not (
+        isinstance(state, tuple)
+        and len(state) == 8
+        and state[1] in "<>|="
+        and state[2:] == _PLAIN_DTYPE_STATE
+    ):
+        raise DataError(f"refusing a dtype state {state!r:.80}: not the state NumPy writes for a number type")
+    pickle._Unpickler.dispatch[pickle.BUILD[0]](self)  # type: ignore[attr-defined]
+
+
+class _ArrayOnlyUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
     """Unpickles dicts, lists, strings, numbers and NumPy numeric arrays as NumPy pickles them at
-    protocols 0–5 (as CIFAR's python batches are); any other global is refused."""
+    protocols 0–5 (as CIFAR's python batches are); any other global is refused. The pure-Python
+    unpickler, for its dispatch table: BUILD is checked (`_load_build`)."""
+
+    dispatch: ClassVar[dict] = {**pickle._Unpickler.dispatch, pickle.BUILD[0]: _load_build}  # type: ignore[attr-defined]
 
     ALLOWED = frozenset(
         {

@@ -1,27 +1,30 @@
-"""The datasets resnets knows by name, and `load_dataset` that returns their splits.
+"""The datasets resnets knows by name (`DATASETS`), and `load_dataset` that returns their splits.
 
-digits           scikit-learn's 1,797 8×8 handwritten digits: bundled, no download (the default)
-cifar10/100      official binary (`cifar-10-batches-bin`) or python (`cifar-10-batches-py`) layout
-mnist            IDX files, gzipped or not, flat or in torchvision's <root>/MNIST/raw/
-fashion-mnist    the same for Fashion-MNIST (<root>/FashionMNIST/raw/)
-imagefolder:PATH class-per-folder images; PATH/train + PATH/val (or test), or one folder split
+Each entry of `DATASETS` is a documented function `(DataRequest, seed) -> DatasetSplits`, registered by
+name; imagefolder:PATH (data/folders.py) loads the user's own class-per-folder images. Datasets that
+are not bundled are read from `data_dir`: $RESNETS_DATA_DIR, else ~/.cache/resnets/data.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
-from resnets.data.base import Augment, DatasetSplits, ImageData, channel_stats, hold_out
+from resnets.data.base import Augment, DataRequest, DatasetSplits, ImageData, make_splits
+from resnets.data.folders import IMAGEFOLDER, load_imagefolder
 from resnets.data.formats import REFETCH, read_cifar_binary, read_cifar_python, read_idx, read_pickled_names
-from resnets.data.images import inspect_image, load_image_tensor
 from resnets.errors import DataError
+from resnets.registry import Registry
+
+Loader = Callable[[DataRequest, int], DatasetSplits]  # (what is asked for, seed) → the splits
+
+DATASETS: Registry[Loader] = Registry(
+    "dataset", DataError, f" Or {IMAGEFOLDER}PATH for a folder of your own images, one folder per class."
+)
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FASHION_CLASSES = [
@@ -48,21 +51,6 @@ CIFAR_ARCHIVES = {
     ),
 }
 DIGITS_TEST_SIZE = 360  # 20% of 1,797, stratified; fixed so every run tests on the same images
-MAX_LISTED = 10  # skipped files named in a note
-
-
-@dataclass(frozen=True)
-class DataRequest:
-    """What `load_dataset` was asked for (the data part of a run's config)."""
-
-    name: str = "digits"
-    data_dir: str | None = None
-    download: bool = False
-    val_split: int = 0
-    image_size: int | None = None
-    skip_bad_images: bool = False
-    max_in_memory_mb: int = 4096
-    seed: int = 0
 
 
 def default_data_dir() -> Path:
@@ -70,27 +58,17 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("RESNETS_DATA_DIR", Path.home() / ".cache" / "resnets" / "data")).expanduser()
 
 
-def _splits(
-    name: str,
-    train: ImageData,
-    test: ImageData,
-    classes: list[str],
-    augment: Augment,
-    req: DataRequest,
-    notes: list[str] | None = None,
-) -> DatasetSplits:
-    val = None
-    if req.val_split:
-        train, val = hold_out(train, req.val_split, seed=req.seed)
-    mean, std = channel_stats(train.images)
-    return DatasetSplits(name, train, test, classes, mean, std, augment, train.image_shape, val, notes or [])
+def _data_root(req: DataRequest) -> Path:
+    return Path(req.data_dir).expanduser() if req.data_dir else default_data_dir()
 
 
 # ---- digits ----------------------------------------------------------------------------------
 
 
-def load_digits(req: DataRequest) -> DatasetSplits:
-    """scikit-learn's bundled 8×8 digits (values 0–16 scaled to 0–255), a fixed stratified split."""
+@DATASETS.register("digits")
+def digits(req: DataRequest, seed: int) -> DatasetSplits:
+    """The 1,797 8×8 handwritten digits bundled with scikit-learn (Alpaydin & Kaynak 1998, UCI): no
+    download, values 0–16 scaled to 0–255, a fixed stratified split of 1,437 training and 360 test."""
     from sklearn.datasets import load_digits as sk_digits
     from sklearn.model_selection import train_test_split
 
@@ -103,7 +81,8 @@ def load_digits(req: DataRequest) -> DatasetSplits:
     train = ImageData.from_numpy(images[idx_train], bunch.target[idx_train])
     test = ImageData.from_numpy(images[idx_test], bunch.target[idx_test])
     # Digits are not mirror-symmetric: crop jitter by one pixel, no flips.
-    return _splits("digits", train, test, [str(d) for d in range(10)], Augment(pad=1, flip=False), req)
+    classes = [str(d) for d in range(10)]
+    return make_splits("digits", train, test, classes, Augment(pad=1, flip=False), req, seed)
 
 
 # ---- CIFAR -------------------------------------------------------------------------------------
@@ -135,9 +114,23 @@ def _find_layout(root: Path, layouts: dict[str, dict[str, object]]) -> tuple[str
     return None
 
 
-def load_cifar(req: DataRequest, name: str) -> DatasetSplits:
+@DATASETS.register("cifar10")
+def cifar10(req: DataRequest, seed: int) -> DatasetSplits:
+    """CIFAR-10 (Krizhevsky 2009): 50,000 training and 10,000 test 32×32 colour images of 10 classes,
+    from the official binary (cifar-10-batches-bin) or python (cifar-10-batches-py) version."""
+    return load_cifar(req, seed, "cifar10")
+
+
+@DATASETS.register("cifar100")
+def cifar100(req: DataRequest, seed: int) -> DatasetSplits:
+    """CIFAR-100 (Krizhevsky 2009) with its 100 fine labels: the same images' layout as CIFAR-10, from
+    the official binary (cifar-100-binary) or python (cifar-100-python) version."""
+    return load_cifar(req, seed, "cifar100")
+
+
+def load_cifar(req: DataRequest, seed: int, name: str) -> DatasetSplits:
     """CIFAR-10 or CIFAR-100 (fine labels) from the binary or the python version under `data_dir`."""
-    root = Path(req.data_dir).expanduser() if req.data_dir else default_data_dir()
+    root = _data_root(req)
     layouts = _cifar_layouts(name)
     found = _find_layout(root, layouts)
     if found is None and req.download:
@@ -168,7 +161,8 @@ def load_cifar(req: DataRequest, name: str) -> DatasetSplits:
             np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
         )
     classes = _cifar_classes(name, folder, binary)
-    return _splits(name, parts["train"], parts["test"], classes, Augment(pad=4, flip=True), req)
+    # He et al. 2016 §4.2: 4 pixels of padding, a random 32×32 crop and random horizontal flips.
+    return make_splits(name, parts["train"], parts["test"], classes, Augment(pad=4, flip=True), req, seed)
 
 
 def _check_labels(path: Path, labels: np.ndarray, num_classes: int, split: str, name: str) -> None:
@@ -232,9 +226,23 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def load_mnist_like(req: DataRequest, name: str) -> DatasetSplits:
+@DATASETS.register("mnist")
+def mnist(req: DataRequest, seed: int) -> DatasetSplits:
+    """MNIST (LeCun et al. 1998): 60,000 training and 10,000 test 28×28 handwritten digits, from the
+    IDX files, gzipped or not, flat in `data_dir` or in torchvision's <data_dir>/MNIST/raw/."""
+    return load_mnist_like(req, seed, "mnist")
+
+
+@DATASETS.register("fashion-mnist")
+def fashion_mnist(req: DataRequest, seed: int) -> DatasetSplits:
+    """Fashion-MNIST (Xiao et al. 2017): MNIST's format and sizes with 10 classes of clothing, flat in
+    `data_dir` or in torchvision's <data_dir>/FashionMNIST/raw/."""
+    return load_mnist_like(req, seed, "fashion-mnist")
+
+
+def load_mnist_like(req: DataRequest, seed: int, name: str) -> DatasetSplits:
     """MNIST or Fashion-MNIST from IDX files (gzipped or not), flat or in torchvision's raw folder."""
-    root = Path(req.data_dir).expanduser() if req.data_dir else default_data_dir()
+    root = _data_root(req)
     tv_name = "MNIST" if name == "mnist" else "FashionMNIST"
     folders = [root, root / tv_name / "raw", root / name]
     folder = next(
@@ -272,169 +280,24 @@ def load_mnist_like(req: DataRequest, name: str) -> DatasetSplits:
         parts[split] = ImageData.from_numpy(images, labels)
     classes = [str(d) for d in range(10)] if name == "mnist" else list(FASHION_CLASSES)
     flip = name == "fashion-mnist"  # clothes are mirror-symmetric, digits are not
-    return _splits(name, parts["train"], parts["test"], classes, Augment(pad=2, flip=flip), req)
-
-
-# ---- the user's image folders --------------------------------------------------------------------
-
-
-class FolderDataset(Dataset):
-    """Image files decoded on access (for folders too large to hold in memory)."""
-
-    def __init__(self, files: list[Path], labels: list[int], channels: int, size: tuple[int, int]) -> None:
-        self.files, self.labels, self.channels, self.size = files, labels, channels, size
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return load_image_tensor(self.files[i], self.channels, self.size), self.labels[i]
-
-
-def _scan(folder: Path) -> tuple[list[Path], list[int], list[str]]:
-    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not classes:
-        raise DataError(f"{folder}: no class folders; expected {folder}/<class name>/<image files>")
-    files, labels = [], []
-    for label, cls in enumerate(classes):
-        for path in sorted((folder / cls).rglob("*")):
-            if path.is_file() and not path.name.startswith("."):
-                files.append(path)
-                labels.append(label)
-    if not files:
-        raise DataError(f"{folder}: the class folders hold no files")
-    return files, labels, classes
-
-
-def load_imagefolder(req: DataRequest, path: str) -> DatasetSplits:
-    """Images in torchvision's ImageFolder layout: PATH/train and PATH/val (or PATH/test), or one
-    class-per-folder tree split deterministically (20% of each class for testing)."""
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist")
-    test_dir = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
-    notes: list[str] = []
-    if (root / "train").is_dir() != (test_dir is not None):
-        found = "train/ but no val/ or test/" if test_dir is None else f"{test_dir.name}/ but no train/"
-        raise DataError(
-            f"{root}: found {found}; give both, or put the class folders directly in {root} "
-            "to split them 80/20"
-        )
-    if (root / "train").is_dir() and test_dir is not None:
-        train_files, train_labels, classes = _scan(root / "train")
-        test_files, test_labels, test_classes = _scan(test_dir)
-        if test_classes != classes:
-            raise DataError(
-                f"{test_dir}: class folders {test_classes} differ from {root / 'train'}: {classes}"
-            )
-    else:
-        files, labels, classes = _scan(root)
-        rng = np.random.default_rng(req.seed)
-        test_mask = np.zeros(len(files), dtype=bool)
-        for c in range(len(classes)):
-            idx = np.flatnonzero(np.asarray(labels) == c)
-            test_mask[rng.permutation(idx)[: max(1, round(0.2 * len(idx))) if len(idx) > 1 else 0]] = True
-        train_files = [f for f, t in zip(files, test_mask, strict=True) if not t]
-        train_labels = [lb for lb, t in zip(labels, test_mask, strict=True) if not t]
-        test_files = [f for f, t in zip(files, test_mask, strict=True) if t]
-        test_labels = [lb for lb, t in zip(labels, test_mask, strict=True) if t]
-        notes.append(f"one folder split into {len(train_files)} training and {len(test_files)} test images")
-
-    # Probe every file (decoded and converted, as training will): modes decide the channels, sizes the
-    # default size; bad files fail here with their name, or are skipped and listed.
-    good: dict[Path, tuple[bool, tuple[int, int]]] = {}
-    bad: list[Path] = []
-    for f in [*train_files, *test_files]:
-        try:
-            good[f] = inspect_image(f)
-        except DataError as err:
-            if not req.skip_bad_images:
-                raise DataError(
-                    f"{err}. Remove the file, or pass --skip-bad-images to skip such files"
-                ) from None
-            bad.append(f)
-    if bad:
-        listed = ", ".join(str(f.relative_to(root)) for f in bad[:MAX_LISTED])
-        more = f" and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
-        notes.append(f"skipped {len(bad)} unreadable file(s) (--skip-bad-images): {listed}{more}")
-        train_files, train_labels = _drop(train_files, train_labels, good)
-        test_files, test_labels = _drop(test_files, test_labels, good)
-    if len(classes) < 2:
-        raise DataError(
-            f"{root}: found {len(classes)} class folder(s) {classes}; classification needs at least 2"
-        )
-    if not train_files or not test_files:
-        raise DataError(
-            f"{root}: {len(train_files)} training and {len(test_files)} test images remain; each class needs "
-            "at least 2 readable images (one goes to the test split)"
-        )
-    channels = 1 if all(g for g, _ in good.values()) else 3
-    if req.image_size:
-        size = (req.image_size, req.image_size)
-    else:
-        sizes = {s for _, s in good.values()}
-        w, h = sizes.pop() if len(sizes) == 1 else (64, 64)
-        size = (h, w)
-    bytes_needed = (len(train_files) + len(test_files)) * channels * size[0] * size[1]
-    if bytes_needed <= req.max_in_memory_mb * 2**20:
-        train = _decode_all(train_files, train_labels, channels, size)
-        test = _decode_all(test_files, test_labels, channels, size)
-        return _splits(
-            f"imagefolder:{root}", train, test, classes, Augment(pad=size[0] // 8, flip=True), req, notes
-        )
-    # Too large for memory: stream, with statistics from a sample of training images.
-    train_ds = FolderDataset(train_files, train_labels, channels, size)
-    test_ds = FolderDataset(test_files, test_labels, channels, size)
-    sample = torch.stack([train_ds[i][0] for i in range(0, len(train_ds), max(1, len(train_ds) // 500))])
-    mean, std = channel_stats(sample)
-    val = None
-    if req.val_split:
-        raise DataError(
-            "--val-split is only supported for datasets held in memory; make a val/ folder instead"
-        )
-    notes.append(f"streaming {len(train_files)} images from disk (more than {req.max_in_memory_mb} MB)")
-    return DatasetSplits(
-        f"imagefolder:{root}",
-        train_ds,
-        test_ds,
-        classes,
-        mean,
-        std,
-        Augment(pad=size[0] // 8, flip=True),
-        (channels, *size),
-        val,
-        notes,
-    )
-
-
-def _drop(files: list[Path], labels: list[int], good: dict) -> tuple[list[Path], list[int]]:
-    kept = [(f, lb) for f, lb in zip(files, labels, strict=True) if f in good]
-    return [f for f, _ in kept], [lb for _, lb in kept]
-
-
-def _decode_all(files: list[Path], labels: list[int], channels: int, size: tuple[int, int]) -> ImageData:
-    images = torch.empty((len(files), channels, *size), dtype=torch.uint8)
-    for i, f in enumerate(files):
-        images[i] = load_image_tensor(f, channels, size)
-    return ImageData(images, torch.tensor(labels, dtype=torch.int64))
+    return make_splits(name, parts["train"], parts["test"], classes, Augment(pad=2, flip=flip), req, seed)
 
 
 # ---- by name ----------------------------------------------------------------------------------
 
-DATASETS: dict[str, Callable[[DataRequest], DatasetSplits]] = {
-    "digits": load_digits,
-    "cifar10": lambda r: load_cifar(r, "cifar10"),
-    "cifar100": lambda r: load_cifar(r, "cifar100"),
-    "mnist": lambda r: load_mnist_like(r, "mnist"),
-    "fashion-mnist": lambda r: load_mnist_like(r, "fashion-mnist"),
-}
+
+def dataset_loader(name: str) -> Loader:
+    """The loader of dataset `name`: a registered one, or imagefolder:PATH; an unknown name raises
+    DataError with the closest names."""
+    return load_imagefolder if name.startswith(IMAGEFOLDER) else DATASETS[name]
 
 
-def load_dataset(name: str = "digits", **options: object) -> DatasetSplits:
-    """Load a dataset by name (see the module docstring); options are DataRequest's fields."""
-    req = DataRequest(name=name, **options)  # type: ignore[arg-type]
-    if name.startswith("imagefolder:"):
-        return load_imagefolder(req, name.split(":", 1)[1])
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} or imagefolder:PATH")
-    return DATASETS[name](req)
+def load_dataset(request: DataRequest | str = "digits", seed: int = 0, **options: Any) -> DatasetSplits:
+    """The splits of a dataset: `load_dataset(cfg.data, seed)` for a request (a run's DataConfig is one),
+    or `load_dataset("cifar10", data_dir=...)` with DataRequest's fields as keywords. `seed` picks the
+    held-out validation images (and the test images of a single image folder)."""
+    if isinstance(request, str):
+        request = DataRequest(request, **options)
+    elif options:
+        raise TypeError(f"load_dataset(request, seed) takes no other options, got {', '.join(options)}")
+    return dataset_loader(request.name)(request, seed)

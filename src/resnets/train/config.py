@@ -3,23 +3,54 @@
     recipe (named, shipped)  →  --config FILE.yaml  →  command-line flags  →  --set key.sub=value
 
 Every layer is a nested mapping; `resolve_config` merges them and builds the dataclasses, failing
-on unknown keys and bad values with the key's name and what is allowed.
+on unknown keys and bad values with the key's name and what is allowed. This module is the schema and
+its checks; reading and merging the layers (generic over dataclasses) is in train/parsing.py, whose
+public names are re-exported here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from resnets.data.base import DataRequest
+from resnets.errors import ConfigError, DataError
+from resnets.train.parsing import (
+    MAX_CONFIG_BYTES,
+    MAX_CONFIG_DEPTH,
+    MAX_CONFIG_NODES,
+    build_dataclass,
+    deep_merge,
+    load_yaml,
+    parse_assignment,
+)
 
-from resnets.errors import ConfigError
+__all__ = [
+    "LR_SCALING",
+    "MAX_CONFIG_BYTES",
+    "MAX_CONFIG_DEPTH",
+    "MAX_CONFIG_NODES",
+    "OPTIMIZERS",
+    "PRECISIONS",
+    "SCHEDULES",
+    "UNITS",
+    "WARMUP_MODES",
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "build_config",
+    "build_dataclass",
+    "deep_merge",
+    "load_yaml",
+    "parse_assignment",
+    "resolve_config",
+]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIMIZERS = ("sgd", "adamw")
@@ -38,22 +69,16 @@ class ModelConfig:
 
 
 @dataclass
-class DataConfig:
-    """Which dataset, where it is, and how batches are made."""
+class DataConfig(DataRequest):
+    """Which dataset and where it is (the fields of `DataRequest`, defined once in the data layer, so
+    this section is what `load_dataset` takes), and how batches are made from it (the fields below)."""
 
-    name: str = "digits"  # digits | cifar10 | cifar100 | mnist | fashion-mnist | imagefolder:PATH
-    data_dir: str | None = None  # where the dataset's files are ($RESNETS_DATA_DIR or ~/.cache/resnets/data)
-    download: bool = False  # fetch the official archive (with its checksum) if missing
-    val_split: int = 0  # hold out this many training images for validation (He et al.: 5,000)
     batch_size: int = 128  # the global batch: split evenly over the processes of a multi-process run
     eval_batch_size: int = 512
     augment: bool = True  # the dataset's standard augmentation (CIFAR: 4-pixel pad-crop + flip)
     crop_padding: int | None = None  # override the augmentation's padding
     flip: bool | None = None  # override the augmentation's horizontal flips
-    image_size: int | None = None  # imagefolder: resize to this square size
-    skip_bad_images: bool = False  # imagefolder: skip unreadable files instead of failing
     workers: int = 2  # DataLoader workers when a dataset streams from disk
-    max_in_memory_mb: int = 4096  # larger image folders stream from disk
 
 
 @dataclass
@@ -144,185 +169,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """`update` over `base`, recursively for nested mappings (except free-form `kwargs`)."""
-    out = dict(base)
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def parse_assignment(text: str) -> dict[str, Any]:
-    """'optim.lr=0.05' → {'optim': {'lr': 0.05}}; the value is read as YAML (numbers, booleans, lists)."""
-    if "=" not in text:
-        raise ConfigError(f"--set expects key.sub=value, got {text!r}")
-    key, raw = text.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    out: dict[str, Any] = {}
-    node = out
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return out
-
-
-MAX_CONFIG_BYTES = 2**20  # config files are a few KB
-MAX_CONFIG_NODES = 10_000  # values in a config file, every alias expanded (a "billion laughs" has 10^9)
-MAX_CONFIG_DEPTH = 32
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """A config file, read with YAML's safe loader only (no tags that build Python objects), and
-    refused if it is larger, deeper or, with its aliases expanded, bigger than a config can be."""
-    path = Path(path)
-    try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(
-                f"config file {path} is larger than {MAX_CONFIG_BYTES:,} bytes; is it a config?"
-            )
-        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"config file {path} cannot be read as UTF-8 text: {err}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
-    except RecursionError:
-        raise ConfigError(f"config file {path} is nested too deeply to be a config") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
-    _check_size(data, path)
-    return data
-
-
-def _check_size(data: Any, path: Path) -> None:
-    """Refuse cycles, nesting deeper than MAX_CONFIG_DEPTH and more than MAX_CONFIG_NODES values with
-    aliases expanded: merging, validating and printing a config walk it as if it were a tree."""
-    sizes: dict[int, int] = {}  # id → expanded size of an already measured container
-
-    def size(node: Any, depth: int, open_ids: set[int]) -> int:
-        if not isinstance(node, dict | list):
-            return 1
-        if id(node) in sizes:
-            return sizes[id(node)]
-        if id(node) in open_ids:
-            raise ConfigError(f"config file {path}: an alias refers to itself; a config must be a tree")
-        if depth > MAX_CONFIG_DEPTH:
-            raise ConfigError(f"config file {path} is nested more than {MAX_CONFIG_DEPTH} levels deep")
-        open_ids.add(id(node))
-        total = 1
-        for child in (*node.keys(), *node.values()) if isinstance(node, dict) else node:
-            total += size(child, depth + 1, open_ids)
-            if total > MAX_CONFIG_NODES:
-                raise ConfigError(
-                    f"config file {path} holds more than {MAX_CONFIG_NODES:,} values once its aliases are "
-                    "expanded; a config is much smaller"
-                )
-        open_ids.discard(id(node))
-        sizes[id(node)] = total
-        return total
-
-    size(data, 0, set())
-
-
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check and convert `value` to the annotated type `hint`; ConfigError names `key` on failure."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0])
-    if hint is Any:
-        return value
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{key} must be an integer, got {value!r}")
-    if hint is float:
-        # YAML 1.1 reads 1e-3 (no dot) as a string; inf and nan would poison training silently.
-        number = None
-        if isinstance(value, int | float | str) and not isinstance(value, bool):
-            try:
-                number = float(value)
-            except (ValueError, OverflowError):
-                number = None
-        if number is not None and math.isfinite(number):
-            return number
-        raise ConfigError(f"{key} must be a{' finite' if number is not None else ''} number, got {value!r}")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key} must be a string, got {value!r}")
-    if origin in (list, tuple):
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
-        args = typing.get_args(hint)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ConfigError(f"{key} must have {len(args)} items, got {value!r}")
-            return tuple(_coerce(v, a, key) for v, a in zip(value, args, strict=True))
-        return [_coerce(v, args[0], key) for v in value] if args else list(value)
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key} must be a mapping, got {value!r}")
-        return dict(value)
-    raise ConfigError(f"{key}: unsupported type {hint}")
-
-
-def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in data if k not in names]
-    if unknown:
-        raise ConfigError(
-            f"unknown config key '{prefix}{unknown[0]}'; allowed keys under "
-            f"{prefix.rstrip('.') or 'the top level'}: "
-            f"{', '.join(names)}"
-        )
-    kwargs = {}
-    for name in names:
-        if name not in data:
-            continue
-        hint, value = hints[name], data[name]
-        if dataclasses.is_dataclass(hint):
-            if not isinstance(value, Mapping):
-                raise ConfigError(
-                    f"{prefix}{name} must be a mapping of "
-                    f"{', '.join(f.name for f in dataclasses.fields(hint))}"
-                )
-            kwargs[name] = _build(hint, value, f"{prefix}{name}.")
-        else:
-            kwargs[name] = _coerce(value, hint, f"{prefix}{name}")
-    return cls(**kwargs)
-
-
 def build_config(data: Mapping[str, Any]) -> TrainConfig:
     """Validate a nested mapping into a TrainConfig (choices and ranges included)."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"a config is a mapping of sections, got {type(data).__name__}")
-    cfg = _build(TrainConfig, data, "")
+    cfg = build_dataclass(TrainConfig, data)
     for (section, key), allowed in _CHOICES.items():
         value = getattr(getattr(cfg, section), key)
         if value not in allowed:
@@ -346,6 +197,7 @@ def build_config(data: Mapping[str, Any]) -> TrainConfig:
         (all(m >= 0 for m in s.milestones), "schedule.milestones must be >= 0"),
         (0 <= s.warmup_factor <= 1 and 0 <= s.final_factor <= 1, "schedule factors must be in [0, 1]"),
         (r.checkpoint_every >= 1, "run.checkpoint_every must be >= 1"),
+        (0 <= r.seed < 2**32, "run.seed must be in 0 … 2^32 - 1 (NumPy's and torch's seed range)"),
         (0 <= cfg.optim.label_smoothing < 1, "optim.label_smoothing must be in [0, 1)"),
         (cfg.optim.ema_decay is None or 0 < cfg.optim.ema_decay < 1, "optim.ema_decay must be in (0, 1)"),
         (cfg.run.epochs is not None or cfg.run.max_steps is not None, "set run.epochs or run.max_steps"),
@@ -364,7 +216,7 @@ def _check_names(cfg: TrainConfig) -> None:
     """Fail before any work on an unknown model, model option, dataset name or device."""
     import torch
 
-    from resnets.data import DATASETS
+    from resnets.data import dataset_loader
     from resnets.registry import create_model, get_spec
 
     try:
@@ -388,10 +240,10 @@ def _check_names(cfg: TrainConfig) -> None:
             raise ConfigError(
                 f"run.device must be auto, cpu, cuda or cuda:N, got {cfg.run.device!r}"
             ) from None
-    if cfg.data.name not in DATASETS and not cfg.data.name.startswith("imagefolder:"):
-        raise ConfigError(
-            f"data.name must be one of {', '.join(DATASETS)} or imagefolder:PATH, got {cfg.data.name!r}"
-        )
+    try:
+        dataset_loader(cfg.data.name)
+    except DataError as err:
+        raise ConfigError(f"data.name: {err}") from None
 
 
 def resolve_config(
@@ -420,17 +272,3 @@ def resolve_config(
     model_name = merged.get("model", {}).get("name") if isinstance(merged.get("model"), Mapping) else None
     base = recipe_layer(name, model_name if isinstance(model_name, str) else None)
     return build_config(deep_merge(base, {**merged, "recipe": name}))
-
-
-def data_options(cfg: TrainConfig) -> dict[str, Any]:
-    """The options `load_dataset` takes, from a run's config (the one place they are copied)."""
-    d = cfg.data
-    return {
-        "data_dir": d.data_dir,
-        "download": d.download,
-        "val_split": d.val_split,
-        "image_size": d.image_size,
-        "skip_bad_images": d.skip_bad_images,
-        "max_in_memory_mb": d.max_in_memory_mb,
-        "seed": cfg.run.seed,
-    }

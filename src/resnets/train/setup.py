@@ -13,7 +13,7 @@ from resnets.data import Augment, Batches, DatasetSplits, load_dataset
 from resnets.errors import ConfigError
 from resnets.io.weights import ModelMeta
 from resnets.registry import create_model, get_spec
-from resnets.train.config import TrainConfig, data_options
+from resnets.train.config import TrainConfig
 from resnets.train.distributed import DistInfo, barrier, convert_sync_batchnorm
 
 
@@ -21,7 +21,7 @@ def load_splits(cfg: TrainConfig, dist: DistInfo) -> DatasetSplits:
     """The run's dataset; local rank 0 reads (and downloads) it first, alone on its machine."""
     if dist.local_rank != 0:
         barrier(dist)
-    data = load_dataset(cfg.data.name, **data_options(cfg))
+    data = load_dataset(cfg.data, cfg.run.seed)
     if dist.local_rank == 0:
         barrier(dist)
     return data
