@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from resnets.io.weights import load_weights
 from resnets.train.checkpoint import find_checkpoint, load_checkpoint
-from resnets.train.engine import train
+from resnets.train.run import train
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 FLAGS = [
@@ -112,7 +112,8 @@ def test_sigkill_at_20_random_moments_resumes_to_the_unbroken_weights(tmp_path: 
         job = _start(run_dir)
         metrics = run_dir / "metrics.jsonl"
         if kills % 3 == 2:  # every third kill waits for a checkpoint write
-            caught = _kill_mid_write(job, run_dir / "checkpoints", limit=15)
+            # Returns the moment a write is seen: the limit only bounds a machine many times slower.
+            caught = _kill_mid_write(job, run_dir / "checkpoints", limit=120)
             mid_write += caught
             if not caught and job.poll() is None:
                 job.send_signal(signal.SIGKILL)
@@ -121,11 +122,11 @@ def test_sigkill_at_20_random_moments_resumes_to_the_unbroken_weights(tmp_path: 
             job.send_signal(signal.SIGKILL)
         else:  # a random moment up to 1.5 s after this attempt's first training log line
             before, start = _size(metrics), time.monotonic()
-            while job.poll() is None and _size(metrics) == before and time.monotonic() - start < 20:
+            while job.poll() is None and _size(metrics) == before and time.monotonic() - start < 120:
                 time.sleep(0.005)
             time.sleep(rng.uniform(0.0, 1.5))
             job.send_signal(signal.SIGKILL)
-        job.wait(timeout=60)
+        job.wait(timeout=120)
         if job.returncode == 0:  # it finished before 20 kills (a fast machine): check it, start over
             _assert_same_weights(tmp_path / "unbroken", run_dir)
             finished += 1
@@ -136,7 +137,7 @@ def test_sigkill_at_20_random_moments_resumes_to_the_unbroken_weights(tmp_path: 
         _check_checkpoints_load(run_dir)
     assert mid_write >= 1, "no kill landed during a checkpoint write"
     job = _start(run_dir)
-    assert job.wait(timeout=300) == 0, job.stderr.read() if job.stderr else ""
+    assert job.wait(timeout=1200) == 0, job.stderr.read() if job.stderr else ""
 
     _assert_same_weights(tmp_path / "unbroken", run_dir)
     tests = [line for line in metrics.read_text().splitlines() if '"split": "test"' in line]

@@ -191,7 +191,7 @@ def _read(path: Path) -> str:
 
 
 def _stopped_run(out: Path, monkeypatch: pytest.MonkeyPatch, job: str | None) -> None:
-    from resnets.train.engine import train
+    from resnets.train.run import train
 
     if job is not None:
         monkeypatch.setenv("TORCHELASTIC_RUN_ID", job)
@@ -200,7 +200,7 @@ def _stopped_run(out: Path, monkeypatch: pytest.MonkeyPatch, job: str | None) ->
 
 def test_a_restarted_job_rejoins_only_the_run_it_started(tmp_path: Path, monkeypatch) -> None:
     from resnets.errors import ConfigError
-    from resnets.train.engine import train
+    from resnets.train.run import train
     from resnets.train.rundir import JOB_MARKER
 
     config = {"run": {"epochs": 2, "max_steps": 30, "out": str(tmp_path / "r"), "quiet": True}}

@@ -118,7 +118,13 @@ def test_reset_classifier_keeps_dtype_and_device() -> None:
     assert model(torch.randn(2, 3, 32, 32, dtype=torch.float64)).shape == (2, 5)
 
 
-def test_flops_count_any_dtype() -> None:
-    model = resnets.create_model("resnet20").double()
-    assert resnets.count_flops(model, (3, 32, 32)) == resnets.model_info("resnet20").flops
+def test_flops_are_twice_the_multiply_adds_in_any_dtype_and_keep_training_mode() -> None:
+    # Counted by hand: a 3x3 conv 3->8 on 32x32 does 8*32*32 outputs of 3*3*3 multiply-adds, the linear
+    # layer 10 outputs of 8*32*32; a multiply-add is 2 FLOPs (FlopCounterMode's convention).
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 32 * 32, 10)
+    ).double()
+    expected = 2 * (8 * 32 * 32 * 3 * 3 * 3) + 2 * (8 * 32 * 32 * 10)
+    assert resnets.count_flops(model, (3, 32, 32)) == expected
+    assert model.training
     assert resnets.count_flops(nn.Flatten(), (3, 4, 4)) == 0

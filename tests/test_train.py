@@ -16,11 +16,12 @@ from PIL import Image
 import resnets
 from formats import write_mnist
 from resnets.cli import main
-from resnets.errors import ConfigError
+from resnets.errors import CheckpointError, ConfigError
 from resnets.io.weights import load_weights
 from resnets.runtime import pick_precision
 from resnets.train.checkpoint import load_checkpoint
-from resnets.train.engine import TrainingDiverged, TrainingInterrupted, train
+from resnets.train.engine import TrainingDiverged, TrainingInterrupted
+from resnets.train.run import train
 
 SHORT = {"model": {"name": "resnet20"}, "data": {"batch_size": 64}, "run": {"epochs": 2, "quiet": True}}
 
@@ -214,12 +215,15 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path) -> None:
         "run.log_every=1",
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (run / "metrics.jsonl").exists():
-        time.sleep(0.2)
-    time.sleep(1.0)
+    # Wait on an event, not a guess: the first step's record is written inside the loop, after the
+    # handler that turns Ctrl-C into a checkpoint is installed (however slow the machine).
+    metrics, deadline = run / "metrics.jsonl", time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.is_file() and '"train_step"' in metrics.read_text():
+            break
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=600)
     assert proc.returncode == 130, err
     assert "checkpoint saved" in err and "--resume" in err
     _, state = load_checkpoint(run / "checkpoints" / "last")
@@ -320,7 +324,12 @@ def test_streaming_image_folder_trains_and_eval_uses_the_runs_split(tmp_path) ->
     )
     assert result.summary["steps"] == 4  # 16 training images streamed in batches of 4
     # The seed-3 split again, at the run's 10×14 size; unfused, the same arithmetic as the run's own test.
-    metrics = resnets.evaluate(run, options=resnets.InferenceOptions(fuse=False))
+    # The folder is named by the user (--data), never taken from the file's metadata (issue 13).
+    with pytest.raises(CheckpointError, match="does not scan a folder a file names"):
+        resnets.evaluate(run)
+    metrics = resnets.evaluate(
+        run, data=f"imagefolder:{tmp_path / 'imgs'}", options=resnets.InferenceOptions(fuse=False)
+    )
     assert metrics["count"] == 4 and metrics["accuracy"] == result.summary["test_accuracy"]
 
 

@@ -11,7 +11,7 @@ from resnets.analysis.plots import PlotCurves
 from resnets.train.callbacks import Callback, StepFunction
 from resnets.train.config import TrainConfig
 from resnets.train.engine import RunResult
-from resnets.train.engine import train as train_loop
+from resnets.train.run import train as train_loop
 
 
 def train(
@@ -23,7 +23,7 @@ def train(
     callbacks: Sequence[Callback | StepFunction] = (),
     plots: bool = True,
 ) -> RunResult:
-    """`resnets.train.engine.train` (see there) plus RUN/plots/curves.png at the end unless `plots=False`."""
+    """`resnets.train.run.train` (see there) plus RUN/plots/curves.png at the end unless `plots=False`."""
     attached = [*callbacks, PlotCurves()] if plots else list(callbacks)
     return train_loop(
         config, resume=resume, stop_after_steps=stop_after_steps, quiet=quiet, callbacks=attached

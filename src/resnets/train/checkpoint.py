@@ -75,26 +75,51 @@ def save_checkpoint(
 
 
 def find_checkpoint(folder: Path) -> Path | None:
-    """The complete checkpoint at `folder`, or the previous one left by an interrupted swap."""
-    for candidate in (Path(folder), Path(str(folder) + ".old")):
-        if (candidate / WEIGHTS_FILE).is_file() and (candidate / STATE_FILE).is_file():
-            return candidate
-    return None
+    """The complete checkpoint at `folder`, or the previous one left by an interrupted swap (complete:
+    both files present; `load_checkpoint` also checks that they load)."""
+    found = _complete(folder)
+    return found[0] if found else None
+
+
+def _complete(folder: Path) -> list[Path]:
+    candidates = (Path(folder), Path(str(folder) + ".old"))
+    return [c for c in candidates if (c / WEIGHTS_FILE).is_file() and (c / STATE_FILE).is_file()]
+
+
+def _read(candidate: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    weights, _ = load_weights(candidate / WEIGHTS_FILE)
+    return weights, load_state(candidate / STATE_FILE)
 
 
 def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Weights and training state of a checkpoint folder (see find_checkpoint)."""
-    found = find_checkpoint(folder)
-    if found is None:
+    """Weights and training state of checkpoint `folder`; when it is refused (damaged, crafted), the
+    previous checkpoint an interrupted swap left beside it. The first refusal is raised if neither loads."""
+    candidates = _complete(folder)
+    if not candidates:
         raise CheckpointError(f"no complete checkpoint at {folder}")
-    weights, _ = load_weights(found / WEIGHTS_FILE)
-    return weights, load_state(found / STATE_FILE)
+    first: CheckpointError | None = None
+    for candidate in candidates:
+        try:
+            return _read(candidate)
+        except CheckpointError as err:
+            first = first or err
+    assert first is not None
+    raise first
+
+
+def _loads(candidate: Path) -> bool:
+    try:
+        _read(candidate)
+    except CheckpointError:
+        return False
+    return True
 
 
 def tidy_checkpoint(folder: Path) -> None:
     """After a crash: drop what a killed writer left beside checkpoint `folder` (its temporary folder,
-    and the previous checkpoint once the new one is complete), or put the previous one back in place
-    when the swap was cut between its two renames. Call with no writer running."""
+    and the previous checkpoint once the new one loads), or put the previous one back in place when the
+    new one is incomplete or refused. Never deletes the last checkpoint that loads. Call with no writer
+    running."""
     folder = Path(folder)
     if not folder.parent.is_dir():
         return
@@ -103,10 +128,10 @@ def tidy_checkpoint(folder: Path) -> None:
     old = folder.with_name(folder.name + ".old")
     if not old.exists():
         return
-    complete = (folder / WEIGHTS_FILE).is_file() and (folder / STATE_FILE).is_file()
-    if not complete and (old / WEIGHTS_FILE).is_file() and (old / STATE_FILE).is_file():
+    # Validate before deleting: a file present is not a file that loads (a truncated state.pt is).
+    if _loads(folder):
+        shutil.rmtree(old, ignore_errors=True)
+    elif _loads(old):
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(old, folder)
         fsync_dir(folder.parent)
-    else:
-        shutil.rmtree(old, ignore_errors=True)

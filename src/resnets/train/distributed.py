@@ -13,13 +13,16 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from resnets.errors import ConfigError
+
+if TYPE_CHECKING:
+    from resnets.runtime import ClassificationMeter
 
 
 @dataclass(frozen=True)
@@ -236,3 +239,15 @@ def launch(nproc: int, argv: list[str]) -> int:
     # Become torchrun (no parent left behind): signals reach it and it stops its workers.
     os.execv(sys.executable, [*command, "-m", "resnets", *rest])
     return 0  # not reached
+
+
+def all_reduce_meter(meter: ClassificationMeter, info: DistInfo, device: torch.device) -> None:
+    """Sum a meter's counts over the processes in place (every rank then holds the job's)."""
+    if not info.enabled:
+        return
+    count = torch.tensor([meter.count], dtype=torch.float64, device=device)
+    loss, top1, top5, confusion, count = all_reduce_sum(
+        [meter.loss_sum, meter.top1, meter.top5, meter.confusion, count]
+    )
+    meter.loss_sum, meter.top1, meter.top5, meter.confusion = loss, top1, top5, confusion
+    meter.count = int(count.item())
