@@ -2,6 +2,8 @@
 
 import os
 import pickle
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ import torch
 from resnets.errors import CheckpointError
 from resnets.io.weights import ModelMeta, load_weights, save_weights
 from resnets.train import checkpoint as ckpt
-from resnets.train.checkpoint import load_checkpoint, load_state, save_checkpoint
+from resnets.train.checkpoint import load_checkpoint, load_state, save_checkpoint, tidy_checkpoint
 
 META = ModelMeta("resnet20", 10, 3, [3, 32, 32], [0.5] * 3, [0.25] * 3, [str(i) for i in range(10)])
 
@@ -87,6 +89,29 @@ def test_interrupted_swap_falls_back_to_the_previous_checkpoint(tmp_path) -> Non
     assert state["step"] == 1
     save_checkpoint(folder, _weights(3.0), {"step": 3})  # the next save cleans up
     assert load_checkpoint(folder)[1]["step"] == 3 and not (tmp_path / "last.old").exists()
+
+
+def test_a_refused_checkpoint_never_costs_the_good_one_beside_it(tmp_path) -> None:
+    # Issue 13: last/ complete but its state.pt truncated, an intact last.old/ beside it. Tidying used
+    # to see two files present, delete last.old, then refuse last: the only good checkpoint was gone.
+    folder, old = tmp_path / "last", tmp_path / "last.old"
+    save_checkpoint(folder, _weights(1.0), {"step": 1})
+    shutil.copytree(folder, tmp_path / "keep")
+    save_checkpoint(folder, _weights(2.0), {"step": 2})  # a save deletes last.old: put it back after
+    os.replace(tmp_path / "keep", old)
+    state = folder / "state.pt"
+    state.write_bytes(state.read_bytes()[:100])
+    assert load_checkpoint(folder)[1]["step"] == 1  # the refused one is passed over
+    tidy_checkpoint(folder)
+    assert not old.exists() and load_checkpoint(folder)[1]["step"] == 1  # the good one put in place
+    # Both refused: nothing is deleted, and the error is the newer checkpoint's.
+    shutil.copytree(folder, old)
+    for f in (folder / "state.pt", old / "state.pt"):
+        f.write_bytes(b"PK\x03\x04 broken")
+    tidy_checkpoint(folder)
+    assert folder.exists() and old.exists()
+    with pytest.raises(CheckpointError, match=re.escape(str(folder / "state.pt"))):
+        load_checkpoint(folder)
 
 
 def test_state_file_holds_only_plain_data(tmp_path) -> None:

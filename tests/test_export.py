@@ -3,6 +3,7 @@
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -227,3 +228,40 @@ def test_onnx_metadata_is_checked_as_a_weights_files_metadata(tmp_path, raw, rea
     msg = str(err.value)
     assert msg.startswith(f"{path}: unreadable resnets metadata") and "export the model again" in msg
     assert export_module._meta_from_metadata({"resnets_meta": _GOOD.to_json()}, path) == _GOOD
+
+
+def _altered(onnx_file: Path, path: Path, declared: int, extra_node: Any = None) -> Path:
+    """The exported graph with its scores doubled ([N, 20]) and declared as [batch, `declared`]."""
+    proto = onnx.load(str(onnx_file))
+    logits = proto.graph.output[0].name
+    proto.graph.node.append(onnx.helper.make_node("Concat", [logits, logits], ["wide"], axis=1))
+    if extra_node is not None:
+        proto.graph.node.append(extra_node)
+    del proto.graph.output[:]
+    proto.graph.output.append(
+        onnx.helper.make_tensor_value_info("wide", onnx.TensorProto.FLOAT, ["batch", declared])
+    )
+    onnx.save(proto, str(path))
+    return path
+
+
+def test_predict_checks_an_onnx_graph_before_and_after_running_it(onnx_file, tmp_path, capsys) -> None:
+    # Issue 13: outputs of the wrong shape ended in IndexError tracebacks, ORT errors were not wrapped.
+    image = _images(tmp_path)[0]
+    declared = _altered(onnx_file, tmp_path / "declared.onnx", 20)
+    with pytest.raises(
+        CheckpointError, match=r"declares outputs \[\['batch', 20\]\].*\[batch, 10\] class scores"
+    ):
+        predict(declared, [image])
+    lying = _altered(onnx_file, tmp_path / "lying.onnx", 10)  # says 10, computes 20: ORT infers the 20
+    with pytest.raises(CheckpointError, match=r"declares outputs \[\['batch', 20\]\]"):
+        predict(lying, [image])
+    bomb = onnx.helper.make_node("ConstantOfShape", ["batch_shape"], ["zeros"])
+    proto = onnx.load(str(onnx_file))
+    proto.graph.initializer.append(onnx.numpy_helper.from_array(np.array([2**20], np.int64), "batch_shape"))
+    proto.graph.node.append(bomb)
+    onnx.save(proto, str(tmp_path / "bomb.onnx"))
+    with pytest.raises(CheckpointError, match="uses ConstantOfShape, which a resnets export never writes"):
+        predict(tmp_path / "bomb.onnx", [image])
+    assert main(["predict", str(lying), str(image)]) == 2
+    assert "Traceback" not in capsys.readouterr().err

@@ -133,7 +133,7 @@ def test_state_files_torch_would_allocate_for_are_refused_before_torch_load(tmp_
     raw[entry + 24 : entry + 28] = struct.pack("<I", 2**31)
     lying.write_bytes(bytes(raw))
     for path, message in [
-        (legacy, "not a zip archive as torch.save writes"),
+        (legacy, r"does not start with a zip record.*legacy \(pre-1.6\) format"),
         (deflated, "is compressed or larger than the file"),
         (lying, "is compressed or larger than the file"),
         (tmp_path / "missing.pt", "does not exist"),
@@ -280,11 +280,8 @@ def test_zip_records_that_share_their_bytes_are_refused(tmp_path, monkeypatch, l
     assert many.stat().st_size < 200_000
     calls: list[object] = []
     monkeypatch.setattr(torch, "load", lambda *args, **kwargs: calls.append(args))
-    for path, reason in [
-        (aliased, "records 'archive/data/0' and 'archive/data/1' overlap"),
-        (many, "its 1,006 records add up to more than the file's"),
-    ]:
-        with pytest.raises(CheckpointError, match=re.escape(reason)) as err:
+    for path in (aliased, many):  # records laid end to end leave no bytes for two records to share
+        with pytest.raises(CheckpointError, match=r"record 'archive/data/.' does not start where") as err:
             loader(path)
         assert str(err.value).startswith(str(path)) and "damaged or crafted" in str(err.value)
     assert calls == []
@@ -490,7 +487,8 @@ def test_array_shells_with_a_huge_item_size_are_refused(tmp_path) -> None:
 
     path = tmp_path / "batch"
     path.write_bytes(pickle.dumps({"data": Shell(), "labels": []}, protocol=2))
-    with pytest.raises(DataError, match=r"batch: refusing an array shell of shape \(1000,\)"):
+    # Refused by its dtype before its size: a CIFAR batch holds only plain numbers.
+    with pytest.raises(DataError, match=r"batch: refusing a dtype\('V1000000'\) array"):
         read_cifar_python(path)
 
 
@@ -511,7 +509,10 @@ def _ndarray_pickle(shape_ops: bytes, call: bytes) -> bytes:
             _ndarray_pickle(b"J\x00\x00\x10\x00J\x00\x00\x10\x00\x86", b"R"),
             r"refusing numpy\.ndarray\(\.\.\.\)",
         ),
-        (_ndarray_pickle(b"K\x01M\x00\x0c\x86", b"\x81"), "NEWOBJ class argument must be a type"),
+        (
+            _ndarray_pickle(b"K\x01M\x00\x0c\x86", b"\x81"),
+            r"NEWOBJ class argument must be a type|X is not a type object \(_NdarrayName\)",
+        ),
     ],
     ids=["reduce-one-image", "reduce-terabyte", "newobj"],
 )

@@ -18,6 +18,7 @@ from resnets.deploy.convert import (
     import_state_dict,
     import_weights_file,
     load_state_dict_file,
+    normalize_state_dict,
 )
 from resnets.errors import CheckpointError, ConfigError, UnknownModelError
 from resnets.io.weights import CONVERT_HINT, load_weights
@@ -60,6 +61,25 @@ def test_torchvision_state_dict_imports_with_the_same_outputs(name: str, prefix:
     assert report.complete and report.loaded == len(sd) and report.num_classes == 1000
     assert any("'module.'" in c for c in report.conversions) == bool(prefix)
     _assert_same_function(ours, theirs)
+
+
+def test_nested_wrapper_prefixes_are_stripped_in_one_pass() -> None:
+    theirs = _torchvision("resnet18")
+    wrapped = {"module._orig_mod.module." + k: v for k, v in theirs.state_dict().items()}
+    ours, report = import_state_dict(wrapped, "resnet18")
+    assert report.complete and any("'_orig_mod.'" in c for c in report.conversions)
+    _assert_same_function(ours, theirs)
+    # Issue 13: one key with 300,000 nested prefixes (a 2 MB file) hung when each prefix copied the key
+    # again (quadratic: ~300 GB of copying); one pass strips them all.
+    sd, notes = normalize_state_dict({"module." * 300_000 + "fc.weight": torch.zeros(3)})
+    assert (
+        list(sd) == ["fc.weight"] and "stripped the 'module.' prefix from every key (300,000 times)" in notes
+    )
+    # Only whole prefixes that every key has are stripped.
+    sd, notes = normalize_state_dict({"module.x": torch.zeros(1), "modulex": torch.zeros(1)})
+    assert sorted(sd) == ["module.x", "modulex"] and not any("stripped" in n for n in notes)
+    sd, _ = normalize_state_dict({"module._orig_mod.a": torch.zeros(1), "module.b": torch.zeros(1)})
+    assert sorted(sd) == ["_orig_mod.a", "b"]
 
 
 def test_old_style_densenet_keys_convert() -> None:

@@ -1,17 +1,24 @@
-"""The `resnets` command line: a thin shell over the library (each command calls one function)."""
+"""The `resnets` command line: a thin shell over the library (each command calls one function).
+
+Over 400 lines on purpose: it is one argparse parser per command with its flags and help text beside
+the few lines that call the library; split per command, a flag's definition and its use would sit in
+different files for no gain in what any one piece does.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from resnets.errors import ConfigError, ResnetsError
+from resnets.errors import ConfigError, ResnetsError, printable
 from resnets.info import ModelInfo, model_info
+from resnets.io.atomic import write_text
 from resnets.registry import list_models
 
 _COLUMNS = ("name", "params", "FLOPs", "input", "depth", "skip", "paper")
@@ -160,6 +167,11 @@ def _add_inference_flags(p: argparse.ArgumentParser, precision: str) -> None:
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
 
 
+def _file_part(name: str, limit: int = 60) -> str:
+    """`name` as part of a file name: letters, digits, '.', '-' and '_' only, at most `limit` long."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:limit].lstrip(".") or "data"
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """`resnets eval`: metrics of a saved model on a dataset's test split, printed and saved."""
     from resnets.deploy.inference import evaluate, weights_path
@@ -173,10 +185,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     short = {k: v for k, v in metrics.items() if k not in ("confusion_matrix", "per_class_accuracy")}
     print(json.dumps(short, indent=1))
-    out = weights_path(args.path).with_name(
-        f"eval_{metrics['dataset'].replace('/', '_').replace(':', '_')}.json"
-    )
-    out.write_text(json.dumps(metrics, indent=1) + "\n")
+    out = weights_path(args.path).with_name(f"eval_{_file_part(metrics['dataset'])}.json")
+    if out.is_symlink():
+        raise ConfigError(
+            f"{out} is a symbolic link; resnets replaces its own files and never writes through a link. "
+            "Remove the link and evaluate again"
+        )
+    write_text(out, json.dumps(metrics, indent=1) + "\n")
     print(f"saved {out}")
     return 0
 
@@ -187,9 +202,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     options = _inference_options(args)
     for p in predict(args.path, args.images, top_k=args.top_k, options=options, device=args.device):
-        print(p.file)
+        print(printable(p.file))
         for name, prob in p.top:
-            print(f"  {prob:7.2%}  {name}")
+            print(f"  {prob:7.2%}  {printable(name)}")
     return 0
 
 
@@ -425,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser(
         "experiment",
         help="run an experiment: figure, table and verdict",
-        description="\n".join(f"{k}: {v[1]}" for k, v in EXPERIMENTS.items()),
+        description="\n".join(f"{k}: {v.summary}" for k, v in EXPERIMENTS.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ex.add_argument("name", choices=[k for k in EXPERIMENTS if k != "reproduce"])
@@ -456,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ResnetsError as err:
         from resnets.train.engine import TrainingInterrupted
 
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {printable(str(err))}", file=sys.stderr)
         return 130 if isinstance(err, TrainingInterrupted) else 2
 
 

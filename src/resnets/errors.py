@@ -23,3 +23,13 @@ class ConfigError(ResnetsError, ValueError):
 
 class CheckpointError(ResnetsError):
     """A weights or checkpoint file is missing, unsafe or broken."""
+
+
+def printable(text: str) -> str:
+    """`text` safe to print on a terminal: control and format characters (escape sequences that set
+    the title or clear the screen, bidi overrides) shown as \\x1b-style escapes; newlines and tabs kept."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() or c in "\n\t" else c.encode("unicode_escape").decode("ascii") for c in text
+    )

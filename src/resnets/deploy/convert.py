@@ -17,6 +17,7 @@ their keys are reported as missing/unexpected with a hint.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -90,16 +91,25 @@ class ImportReport:
 
 
 def _strip_prefixes(sd: dict[str, torch.Tensor], notes: list[str]) -> dict[str, torch.Tensor]:
-    # Strip only a prefix that every key has: a wrapper adds it to all keys, a real module name would not.
-    stripped = True
-    while stripped and sd:
-        stripped = False
-        for prefix in WRAPPER_PREFIXES:
-            if all(k.startswith(prefix) for k in sd):
-                sd = {k[len(prefix) :]: v for k, v in sd.items()}
-                notes.append(f"stripped the {prefix!r} prefix from every key")
-                stripped = True
-    return sd
+    # Strip only the wrapper prefixes every key has: a wrapper adds them to all keys, a real module name
+    # would not. One pass over the keys whatever the nesting: a file may repeat a prefix 10^6 times.
+    if not sd:
+        return sd
+    shared = os.path.commonprefix(list(sd))  # noqa: RUF071 (characters, not path parts, are meant)
+    cut, counts = 0, dict.fromkeys(WRAPPER_PREFIXES, 0)
+    while True:
+        prefix = next((p for p in WRAPPER_PREFIXES if shared.startswith(p, cut)), None)
+        if prefix is None:
+            break
+        cut += len(prefix)
+        counts[prefix] += 1
+    if cut == 0:
+        return sd
+    for prefix, count in counts.items():
+        if count:
+            times = f" ({count:,} times)" if count > 1 else ""
+            notes.append(f"stripped the {prefix!r} prefix from every key{times}")
+    return {k[cut:]: v for k, v in sd.items()}
 
 
 def _rename_old_densenet(sd: dict[str, torch.Tensor], notes: list[str]) -> dict[str, torch.Tensor]:

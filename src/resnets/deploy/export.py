@@ -320,6 +320,43 @@ def export_model(
     )
 
 
+# Operators a resnets export never writes that loop for as long as the file says (Loop, Scan, If: their
+# subgraphs) or allocate a size computed while the graph runs (a 200-byte ConstantOfShape asks for any
+# size). Other operators' sizes follow from the initializers and the input, which the file holds.
+REFUSED_ONNX_OPS = frozenset(
+    {"Loop", "Scan", "If", "SequenceMap", "ConstantOfShape", "Expand", "Tile", "Range", "Resize",
+     "Upsample", "OneHot", "NonZero", "Compress", "Unique", "StringSplit"}
+)  # fmt: skip
+
+
+def check_onnx_graph(path: Path, num_classes: int, session: Any) -> None:
+    """Refuse an ONNX graph whose declared output is not [batch, num_classes], that uses operators of
+    REFUSED_ONNX_OPS, or operators outside ONNX's standard domain (custom kernels), before it runs."""
+    outputs = session.get_outputs()
+    if len(outputs) != 1 or len(outputs[0].shape) != 2 or outputs[0].shape[1] != num_classes:
+        shapes = [o.shape for o in outputs]
+        raise CheckpointError(
+            f"{path} declares outputs {shapes}, but its metadata says one output of [batch, {num_classes}] "
+            "class scores; the file was altered after export: export it again"
+        )
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    stack, ops = [graph], set()
+    while stack:
+        g = stack.pop()
+        for node in g.node:
+            ops.add(node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}")
+            for attr in node.attribute:
+                stack.extend([attr.g] if attr.HasField("g") else list(attr.graphs))
+    refused = sorted(op for op in ops if op in REFUSED_ONNX_OPS or "." in op)
+    if refused:
+        raise CheckpointError(
+            f"{path} uses {', '.join(refused)}, which a resnets export never writes; such operators loop "
+            "or allocate sizes chosen while the graph runs. Export the model again from its weights"
+        )
+
+
 @torch.inference_mode()
 def predict_onnx(path: str | Path, images: Sequence[str | Path], top_k: int = 5) -> list[Prediction]:
     """Classify image files with an exported ONNX model on ONNX Runtime's CPU provider (fp32), using the
@@ -336,9 +373,20 @@ def predict_onnx(path: str | Path, images: Sequence[str | Path], top_k: int = 5)
             f"{path} takes inputs of shape {inp.shape}, but its metadata says [batch, {c}, {h}, {w}]; "
             "the file was altered after export: export it again"
         )
+    check_onnx_graph(path, meta.num_classes, session)
     batch = torch.stack([load_image_tensor(Path(f), c, (h, w)) for f in images])
     x = Normalize(meta.mean, meta.std)(batch)
-    logits = torch.from_numpy(session.run(None, {inp.name: x.numpy()})[0])
+    try:
+        logits = torch.from_numpy(session.run(None, {inp.name: x.numpy()})[0])
+    except Exception as err:  # ORT's own exception types (Fail, InvalidArgument, RuntimeException, …)
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: ONNX Runtime failed to run the model ({reason:.300})") from None
+    if tuple(logits.shape) != (len(images), meta.num_classes):
+        raise CheckpointError(
+            f"{path} returned outputs of shape {list(logits.shape)} for {len(images)} images, not "
+            f"[{len(images)}, {meta.num_classes}] as its metadata's {meta.num_classes} classes say; the file "
+            "was altered after export: export it again"
+        )
     probs = logits.float().softmax(dim=1)
     values, indices = probs.topk(min(top_k, meta.num_classes), dim=1)
     return [

@@ -41,6 +41,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
             f"{file}: its resnets metadata is out of range ({err}); the file is damaged or was not written "
             "by resnets. Load its tensors with safetensors.torch.load_file and build the model yourself"
         ) from None
+    # The cost of building is the metadata's to choose (a 460-byte file may ask for 10,000 layers):
+    # every weighted layer the depth counts has a tensor in the file, so the file's size bounds it.
+    depth = meta.model_kwargs.get("depth")
+    if isinstance(depth, int) and depth > len(weights):
+        raise CheckpointError(
+            f"{file}: its metadata describes a {meta.model} of depth {depth:,}, but the file holds only "
+            f"{len(weights):,} tensors (each weighted layer has at least one); the file is damaged or crafted"
+        )
     kwargs = dict(meta.model_kwargs)
     if "input_size" in kwargs:
         kwargs["input_size"] = tuple(kwargs["input_size"])
@@ -51,6 +59,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
             model = create_model(meta.model, num_classes=meta.num_classes, in_chans=meta.in_chans, **kwargs)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:  # RuntimeError: size arithmetic
         raise CheckpointError(f"{file}: its metadata does not describe a buildable model ({err})") from None
+    except MemoryError:
+        raise CheckpointError(
+            f"{file}: building the {meta.model} its metadata describes ran out of memory; the file is "
+            "damaged or crafted"
+        ) from None
     expected = model.state_dict()
     mismatched = sorted(set(expected) ^ set(weights)) or [
         k for k, v in expected.items() if tuple(v.shape) != tuple(weights[k].shape)
@@ -132,6 +145,11 @@ def evaluate(
     model = load_model(path, dev)
     meta: ModelMeta = model.meta  # type: ignore[assignment]
     name = data or meta.dataset or "digits"
+    if data is None and name.startswith("imagefolder:"):
+        raise CheckpointError(
+            f"{path} was trained on {name[:300]}; resnets does not scan a folder a file names. Evaluate on "
+            f"it with --data {name[:300]} (or data='...' in Python)"
+        )
     # The run's seed chose an image folder's train/test split, and its input size the image size:
     # evaluate on that same held-out split, at that size.
     _, h, w = meta.input_size

@@ -40,3 +40,25 @@ def atomic_write(path: Path, write: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically. The rename replaces a symbolic link at `path` instead of writing
+    where it points, so a downloaded run folder cannot aim resnets' writes at another file."""
+    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def open_append(path: Path) -> Any:
+    """Open a text file for appending without following a symbolic link at `path` (O_NOFOLLOW)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    return os.fdopen(os.open(path, flags, 0o644), "a", encoding="utf-8")
+
+
+def symlinks_in(folder: Path) -> list[Path]:
+    """Symbolic links anywhere inside `folder` (not followed), in walk order; [] if it does not exist."""
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        for name in [*dirs, *files]:
+            if os.path.islink(os.path.join(root, name)):
+                found.append(Path(root, name))
+    return found

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -181,6 +182,11 @@ def _count_list_items(value: object) -> int:
     return total
 
 
+# A registered dataset's name. An image folder's path is recorded too, but `evaluate` never scans a
+# folder a file names (a file could point it at /proc): the user names it with --data.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
 def check_meta(meta: ModelMeta) -> None:
     """Refuse (ValueError) metadata values no resnets model has: input_size [in_chans, h, w] with sides
     1…4,096; 1…100,000 classes, one name each; a finite mean and positive std per channel; model_kwargs
@@ -201,6 +207,17 @@ def check_meta(meta: ModelMeta) -> None:
         if not all(math.isfinite(v) for v in values) or (key == "std" and min(values) <= 0):
             what = "finite and positive" if key == "std" else "finite"
             raise ValueError(f"{key} values must be {what}, got {values!r:.80}")
+    if not 0 <= meta.data_seed < 2**32:
+        raise ValueError(f"data_seed must be in 0 … 2^32 - 1 (a run's seed), got {meta.data_seed:.3g}")
+    folder = meta.dataset is not None and meta.dataset.startswith("imagefolder:")
+    if meta.dataset is not None and not (
+        _PLAIN_NAME.fullmatch(meta.dataset)
+        or (folder and len(meta.dataset) <= 4096 and meta.dataset.isprintable())
+    ):
+        raise ValueError(
+            "dataset must be a dataset's name (letters, digits, '-', '_', '.', at most 64) or "
+            f"imagefolder:PATH (printable, at most 4,096), got {meta.dataset!r:.80}"
+        )
     if _count_list_items(meta.model_kwargs) > MAX_DEPTH:
         raise ValueError(f"model_kwargs hold more than {MAX_DEPTH:,} list items")
     for key, value in meta.model_kwargs.items():
