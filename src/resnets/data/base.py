@@ -103,19 +103,15 @@ def channel_stats(
         if isinstance(images, torch.Tensor)
         else (x.unsqueeze(0) if x.dim() == 3 else x for x in images)
     )
-    total = squares = None
+    total: torch.Tensor | float = 0.0
+    squares: torch.Tensor | float = 0.0
     count = 0
     for x in chunks:
         x = x.to(torch.float64)
-        if total is None:
-            total, squares = (
-                torch.zeros(x.shape[1], dtype=torch.float64),
-                torch.zeros(x.shape[1], dtype=torch.float64),
-            )
-        total += x.sum(dim=(0, 2, 3))
-        squares += x.square().sum(dim=(0, 2, 3))
+        total = total + x.sum(dim=(0, 2, 3))
+        squares = squares + x.square().sum(dim=(0, 2, 3))
         count += x.numel() // x.shape[1]
-    if total is None or count == 0:
+    if count == 0:
         raise ValueError("channel_stats needs at least one image")
     mean = total / count
     std = (squares / count - mean.square()).clamp_min(0).sqrt()

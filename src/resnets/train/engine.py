@@ -104,8 +104,9 @@ class Trainer:
             self.say(f"data: {note}")
         self.augment = setup.augmentation(cfg, self.data)
         self.model = setup.build_model(cfg, self.data, self.device)
-        self.normalize = Normalize(self.data.mean, self.data.std, setup.uses_channels_last(cfg))
-        self.normalize = self.normalize.to(self.device)
+        self.normalize = Normalize(self.data.mean, self.data.std, setup.uses_channels_last(cfg)).to(
+            self.device
+        )
         self.net = setup.wrap_model(self.model, cfg, dist, self.device)
         self.process_batch = setup.process_batch(cfg, dist)
         self.train_batches = setup.train_batches(cfg, self.data, dist, self.device)
