@@ -1,4 +1,4 @@
-"""Shared test settings: every test starts from the same random seed."""
+"""Shared test settings: every test starts from the same random seed and its own speed-lever cache."""
 
 import pytest
 import torch
@@ -7,6 +7,13 @@ import torch
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _own_tune_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Measured speed levers (resnets.train.tune) are cached in a folder of the test session's own,
+    never the user's ~/.cache/resnets."""
+    monkeypatch.setenv("RESNETS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "resnets-cache"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

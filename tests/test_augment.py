@@ -1,9 +1,10 @@
 """Batched augmentation: shapes kept, crops inside the padding, flips exact; normalisation."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from resnets.data import Augment, Normalize, random_crop_flip
+from resnets.data import AlternatingFlips, Augment, Batches, ImageData, Normalize, random_crop_flip
 
 
 def _candidates(image: torch.Tensor, pad: int, flip: bool) -> list[torch.Tensor]:
@@ -54,3 +55,35 @@ def test_normalize_matches_the_formula() -> None:
     ).view(1, 3, 1, 1).double()
     torch.testing.assert_close(out.double(), expected, rtol=1e-6, atol=1e-6)
     assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_alternating_flips_show_both_views_in_any_two_consecutive_epochs() -> None:
+    rows = torch.arange(1000)
+    flips = AlternatingFlips(1000, seed=3)
+    e0, e1, e2 = flips(rows, 0), flips(rows, 1), flips(rows, 2)
+    assert torch.all(e0 ^ e1) and torch.equal(e0, e2)  # each image mirrored in exactly one of two epochs
+    assert 430 < int(e0.sum()) < 570  # the first epoch's coins are fair
+    assert torch.equal(AlternatingFlips(1000, seed=3)(rows, 5), e1)  # a resumed run gets the same flips
+    assert not torch.equal(AlternatingFlips(1000, seed=4)(rows, 0), e0)
+    assert torch.equal(flips(torch.tensor([7, 2]), 1), e1[[7, 2]])
+
+
+def test_random_crop_flip_mirrors_exactly_the_rows_it_is_told_to() -> None:
+    images = torch.randint(0, 256, (16, 3, 5, 6), dtype=torch.uint8)
+    mask = torch.rand(16) < 0.5
+    out = random_crop_flip(images, Augment(pad=0, flip=True), torch.Generator().manual_seed(0), flips=mask)
+    for x, y, m in zip(images, out, mask, strict=True):
+        assert torch.equal(y, x.flip(-1) if m else x)
+    # rows 4..7 of a global batch of 16 take the global mask's rows 4..7
+    part = random_crop_flip(images[4:8], Augment(0, True), torch.Generator(), part=(4, 16), flips=mask)
+    assert torch.equal(part, out[4:8])
+    with pytest.raises(ValueError, match="flips holds 15 values for a global batch of 16"):
+        random_crop_flip(images, Augment(0, True), torch.Generator(), flips=mask[:15])
+
+
+def test_batch_indices_name_the_rows_each_batch_yields() -> None:
+    data = ImageData(torch.zeros(50, 1, 2, 2, dtype=torch.uint8), torch.arange(50))
+    batches = Batches(data, 8, shuffle=True, drop_last=False, seed=5)
+    for b, (_, labels) in enumerate(batches.epoch(3)):
+        assert torch.equal(batches.batch_indices(3, b), labels)  # labels are the row numbers here
+    assert not torch.equal(batches.batch_indices(3, 0), batches.batch_indices(4, 0))

@@ -163,9 +163,18 @@ DATA_KEYS = {
     "augment": False,
     "crop_padding": 2,
     "flip": False,
+    "alternate_flips": True,
     "workers": 0,
 }
-BATCHING_KEYS = {"batch_size", "eval_batch_size", "augment", "crop_padding", "flip", "workers"}
+BATCHING_KEYS = {
+    "batch_size",
+    "eval_batch_size",
+    "augment",
+    "crop_padding",
+    "flip",
+    "alternate_flips",
+    "workers",
+}
 
 
 def test_the_data_section_is_the_loaders_request_plus_how_batches_are_made() -> None:

@@ -182,10 +182,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         device=args.device,
         options=_inference_options(args),
+        flip_tta=args.tta == "flip",
     )
     short = {k: v for k, v in metrics.items() if k not in ("confusion_matrix", "per_class_accuracy")}
     print(json.dumps(short, indent=1))
-    out = weights_path(args.path).with_name(f"eval_{_file_part(metrics['dataset'])}.json")
+    views = "_flip_tta" if args.tta == "flip" else ""
+    out = weights_path(args.path).with_name(f"eval_{_file_part(metrics['dataset'])}{views}.json")
     if out.is_symlink():
         raise ConfigError(
             f"{out} is a symbolic link; resnets replaces its own files and never writes through a link. "
@@ -318,9 +320,23 @@ def _add_experiment_flags(p: argparse.ArgumentParser) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """`resnets bench`: training and inference images/s per model and mode, beside the matmul peak."""
-    from resnets.deploy.bench import run_benchmark
+    from resnets.deploy.bench import DEFAULT_MODELS, run_benchmark
 
-    run_benchmark(args.models, args.modes, smoke=args.smoke, batch=args.batch_size, steps=args.steps)
+    if args.tune:
+        from resnets.deploy.bench import run_tune
+
+        seconds, compiled = (0.2, False) if args.smoke else (1.5, True)
+        run_tune(
+            args.models or ["resnet20"], batch=args.batch_size or 128, seconds=seconds, try_compile=compiled
+        )
+        return 0
+    run_benchmark(
+        args.models or list(DEFAULT_MODELS),
+        args.modes,
+        smoke=args.smoke,
+        batch=args.batch_size,
+        steps=args.steps,
+    )
     return 0
 
 
@@ -358,8 +374,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"))
     t.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    t.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
-    t.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None)
+    levers = "(default: timed on first use of the model and machine, then cached; `resnets bench --tune`)"
+    t.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"torch.compile the model {levers}",
+    )
+    t.add_argument(
+        "--channels-last",
+        dest="channels_last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"NHWC memory format for conv nets {levers}",
+    )
     t.add_argument("--out", help="run directory (default runs/<model>-<data>-<time>)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run exactly where it stopped")
     t.add_argument(
@@ -381,6 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("path", help="run directory or model .safetensors file")
     e.add_argument("--data", help="dataset (default: the one it was trained on)")
     e.add_argument("--data-dir")
+    e.add_argument(
+        "--tta",
+        choices=("none", "flip"),
+        default="none",
+        help="test-time augmentation: flip averages each image with its mirror image (default: one view)",
+    )
     _add_inference_flags(e, precision="auto")
     e.set_defaults(func=cmd_eval)
 
@@ -422,7 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     from resnets.deploy.bench import DEFAULT_MODELS, MODES
 
     b = sub.add_parser("bench", help="throughput per model and execution mode, against the matmul peak")
-    b.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="model names")
+    b.add_argument(
+        "--models", nargs="+", help=f"model names (default {' '.join(DEFAULT_MODELS)}; with --tune resnet20)"
+    )
     b.add_argument(
         "--modes",
         nargs="+",
@@ -433,6 +469,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=_positive_int, help="training batch (default 128; resnet50 32)")
     b.add_argument("--steps", type=_positive_int, help="timed steps per repeat (default 5; resnet50 2)")
     b.add_argument("--smoke", action="store_true", help="tiny sizes and one repeat: checks that it runs")
+    b.add_argument(
+        "--tune",
+        action="store_true",
+        help="time channels_last and compile for each model's training step (default model resnet20) and "
+        "cache the choice `resnets train` makes for that model, batch and machine",
+    )
     b.set_defaults(func=cmd_bench)
 
     from resnets.analysis.experiments import EXPERIMENTS

@@ -69,6 +69,8 @@ def environment(device: torch.device | None = None, runs: int | None = None) -> 
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "device": str(device or "cpu"),
+        # what --precision auto resolves to for a conv net here (pick_precision: oneDNN's own bf16 test)
+        "auto_precision": pick_precision("auto", device or torch.device("cpu")),
     }
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(device if device is not None and device.type == "cuda" else 0)
@@ -78,12 +80,13 @@ def environment(device: torch.device | None = None, runs: int | None = None) -> 
 
 
 def machine_line(device: torch.device | None = None) -> str:
-    """One line naming the CPU (and GPU), its bf16 support, torch and threads: the head of every table."""
+    """One line naming the CPU (and GPU), its bf16 support (AMX, AVX-512 BF16 or none), torch, threads and
+    what `--precision auto` picks: the head of every benchmark table."""
     env = environment(device)
     gpu = f", GPU {env['gpu']}" if "gpu" in env else ""
     return (
         f"machine: {env['cpu']} ({env['arch']}, bf16: {env['cpu_bf16']}){gpu}, torch {env['torch']}, "
-        f"{env['threads']} threads"
+        f"{env['threads']} threads, precision auto = {env['auto_precision']}"
     )
 
 
@@ -153,15 +156,21 @@ def evaluate_batches(
     device: torch.device,
     precision: str = "fp32",
     per_class: bool = False,
+    flip_tta: bool = False,
 ) -> dict[str, Any]:
-    """Loss, top-1/top-5 accuracy (and per-class accuracy, confusion matrix) of `model` on `batches`."""
+    """Loss, top-1/top-5 accuracy (and per-class accuracy, confusion matrix) of `model` on `batches`.
+    `flip_tta`: the logits averaged over each image and its mirror image (test-time augmentation, as
+    airbench and Page's ResNet-9 report it: a second number, never the single-view one)."""
     was_training = model.training
     model.eval()
     meter = ClassificationMeter(num_classes, device)
     try:
         for images, labels in batches.epoch(0):
+            x = normalize(images)
             with autocast(device, precision):
-                logits = model(normalize(images)).float()
+                logits = model(x).float()
+                if flip_tta:
+                    logits = 0.5 * (logits + model(x.flip(3)).float())
             meter.update(logits, labels, F.cross_entropy(logits, labels, reduction="sum"))
     finally:
         model.train(was_training)

@@ -59,6 +59,7 @@ class Batches:
                 "choose a --batch-size that is a multiple of the number of processes"
             )
         self.size = len(source)  # type: ignore[arg-type]
+        self._cached_order: tuple[int | None, torch.Tensor] = (None, torch.empty(0, dtype=torch.long))
         if drop_last and self.size < batch_size:
             raise DataError(
                 f"batch_size {batch_size} is larger than the {self.size} training images; lower --batch-size"
@@ -71,9 +72,19 @@ class Batches:
         return self.size // self.batch_size if self.drop_last else math.ceil(self.size / self.batch_size)
 
     def _order(self, epoch: int) -> torch.Tensor:
-        if not self.shuffle:
-            return torch.arange(self.size)
-        return torch.randperm(self.size, generator=epoch_generator(self.seed, epoch))
+        if self._cached_order[0] != epoch:  # batch_indices asks once per batch: draw it once per epoch
+            order = (
+                torch.randperm(self.size, generator=epoch_generator(self.seed, epoch))
+                if self.shuffle
+                else torch.arange(self.size)
+            )
+            self._cached_order = (epoch, order)
+        return self._cached_order[1]
+
+    def batch_indices(self, epoch: int, batch: int) -> torch.Tensor:
+        """The dataset rows of global batch `batch` of `epoch` (every process's slices together)."""
+        lo = batch * self.batch_size
+        return self._order(epoch)[lo : min(lo + self.batch_size, self.size)]
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield the batches of `epoch` from batch index `start` on."""

@@ -138,9 +138,11 @@ def evaluate(
     device: str = "auto",
     batch_size: int = 512,
     options: InferenceOptions = InferenceOptions(),
+    flip_tta: bool = False,
 ) -> dict[str, Any]:
     """Test-set metrics (loss, top-1/top-5, per-class accuracy, confusion matrix) of a saved model on
-    `data` (default: the dataset it was trained on), through the inference path `options` describe."""
+    `data` (default: the dataset it was trained on), through the inference path `options` describe;
+    `flip_tta` averages each image's logits with its mirror image's."""
     dev = pick_device(device)
     model = load_model(path, dev)
     meta: ModelMeta = model.meta  # type: ignore[assignment]
@@ -168,8 +170,11 @@ def evaluate(
     batches = Batches(splits.test, batch_size, shuffle=False, drop_last=False, device=dev)
     net, precision = prepare_inference(model, dev, options, get_spec(meta.model).family)
     normalize = Normalize(meta.mean, meta.std, options.channels_last and is_conv_net(model)).to(dev)
-    metrics = evaluate_batches(net, batches, normalize, meta.num_classes, dev, precision, per_class=True)
-    return {"model": meta.model, "dataset": name, "precision": precision, **metrics}
+    metrics = evaluate_batches(
+        net, batches, normalize, meta.num_classes, dev, precision, per_class=True, flip_tta=flip_tta
+    )
+    views = {"test_time_augmentation": "flip"} if flip_tta else {}
+    return {"model": meta.model, "dataset": name, "precision": precision, **views, **metrics}
 
 
 @dataclass

@@ -78,6 +78,7 @@ class DataConfig(DataRequest):
     augment: bool = True  # the dataset's standard augmentation (CIFAR: 4-pixel pad-crop + flip)
     crop_padding: int | None = None  # override the augmentation's padding
     flip: bool | None = None  # override the augmentation's horizontal flips
+    alternate_flips: bool = False  # flip each image every other epoch (Jordan 2024) instead of by coin
     workers: int = 2  # DataLoader workers when a dataset streams from disk
 
 
@@ -125,8 +126,10 @@ class RunConfig:
     seed: int = 0
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (fp16: CUDA only)
     device: str = "auto"  # auto (CUDA if available, else CPU) | cpu | cuda | cuda:N
-    channels_last: bool = True  # NHWC memory format for conv nets
-    compile: bool = False  # torch.compile the model
+    # NHWC memory format for conv nets, and torch.compile: true, false, or auto (timed on first use of
+    # the model, input, batch, precision and machine, then cached: resnets.train.tune)
+    channels_last: bool | str = "auto"
+    compile: bool | str = "auto"
     out: str | None = None  # the run directory (default runs/<model>-<data>-<time>)
     log_every: int = 50  # steps between loss/accuracy syncs and log lines
     checkpoint_every: int = 1  # epochs between checkpoints
@@ -204,6 +207,8 @@ def build_config(data: Mapping[str, Any]) -> TrainConfig:
         (cfg.run.epochs is None or cfg.run.epochs >= 1, "run.epochs must be >= 1"),
         (cfg.run.max_steps is None or cfg.run.max_steps >= 1, "run.max_steps must be >= 1"),
         (cfg.run.log_every >= 1, "run.log_every must be >= 1"),
+        (r.channels_last in (True, False, "auto"), "run.channels_last must be true, false or auto"),
+        (r.compile in (True, False, "auto"), "run.compile must be true, false or auto"),
     ]
     for ok, message in checks:
         if not ok:

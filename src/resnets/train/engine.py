@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnets.data import Normalize, epoch_generator, random_crop_flip
+from resnets.data import AlternatingFlips, Normalize, epoch_generator, random_crop_flip
 from resnets.errors import ConfigError, ResnetsError, printable
 from resnets.registry import get_spec
 from resnets.runtime import ClassificationMeter, autocast, evaluate_batches, pick_device, pick_precision
@@ -104,15 +104,21 @@ class Trainer:
             self.say(f"data: {note}")
         self.augment = setup.augmentation(cfg, self.data)
         self.model = setup.build_model(cfg, self.data, self.device)
-        self.normalize = Normalize(self.data.mean, self.data.std, setup.uses_channels_last(cfg)).to(
-            self.device
-        )
-        self.net = setup.wrap_model(self.model, cfg, dist, self.device)
         self.process_batch = setup.process_batch(cfg, dist)
         self.train_batches = setup.train_batches(cfg, self.data, dist, self.device)
         self.eval_batches = setup.eval_batches(cfg, self.data, self.device)
         self.steps_per_epoch = len(self.train_batches)
+        self.flips = (
+            AlternatingFlips(self.train_batches.size, cfg.run.seed) if cfg.data.alternate_flips else None
+        )
         self.total_steps, self.epochs = setup.count_steps(cfg, self.steps_per_epoch)
+        self.levers = setup.choose_levers(
+            cfg, self.model, self.data, dist, self.device, self.precision, self.total_steps
+        )
+        if self.levers.source != "asked":
+            self.say(f"speed levers: {self.levers.describe()}")
+        self.normalize = Normalize(self.data.mean, self.data.std, self.levers.channels_last).to(self.device)
+        self.net = setup.wrap_model(self.model, cfg, dist, self.device, self.levers)
         self.lr = scaled_lr(cfg.optim, cfg.data.batch_size)
         self.optimizer = build_optimizer(self.model, dataclasses.replace(cfg.optim, lr=self.lr))
         self.schedule = LrSchedule(cfg.schedule, self.total_steps, self.steps_per_epoch)
@@ -229,8 +235,10 @@ class Trainer:
                 break
             generator = epoch_generator(cfg.run.seed, epoch, batch)
             part = (dist.rank * self.process_batch, cfg.data.batch_size)
+            indices = self.train_batches.batch_indices(epoch, batch) if self.flips else None
+            flips = self.flips(indices, epoch) if self.flips and indices is not None else None
             loss = self._train_step(
-                self.normalize(random_crop_flip(images, self.augment, generator, part)), labels
+                self.normalize(random_crop_flip(images, self.augment, generator, part, flips)), labels
             )
             self.step += 1
             self.images_seen += len(labels) * dist.world_size  # the whole job's images

@@ -6,7 +6,7 @@ import math
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from resnets.train.config import OptimConfig, ScheduleConfig
 
@@ -85,8 +85,27 @@ def build_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
+def ema_decay_at(decay: float, updates: int) -> float:
+    """The EMA's decay after `updates` updates: min(decay, (1 + n) / (10 + n)), the warm-up of
+    TensorFlow's ExponentialMovingAverage(num_updates=...), so that early averages are not dominated by
+    the random initial weights (at decay 0.999 they would weigh e^-1 after a full 1,000 steps)."""
+    return min(decay, (1 + updates) / (10 + updates))
+
+
 def build_ema(model: nn.Module, decay: float | None) -> AveragedModel | None:
-    """An exponential moving average of the weights (buffers too), or None."""
+    """An exponential moving average of the weights (buffers too) with a warm-up (`ema_decay_at`), or None."""
     if decay is None:
         return None
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
+        # Called once per (device, dtype) group; n: the updates so far, counting the first (which copies
+        # the weights). The decay stays a tensor on the device: no host sync per step.
+        if not averaged[0].is_floating_point():  # e.g. batch norm's num_batches_tracked: the current count
+            torch._foreach_copy_(averaged, current)
+            return
+        d = torch.clamp((1 + n) / (10 + n), max=decay).to(averaged[0].dtype)
+        torch._foreach_mul_(averaged, d)
+        torch._foreach_add_(averaged, torch._foreach_mul(current, 1 - d))
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)

@@ -13,6 +13,7 @@ from resnets.data import Augment, Batches, DatasetSplits, load_dataset
 from resnets.errors import ConfigError
 from resnets.io.weights import ModelMeta
 from resnets.registry import create_model, get_spec
+from resnets.train import tune
 from resnets.train.config import TrainConfig
 from resnets.train.distributed import DistInfo, barrier, convert_sync_batchnorm
 
@@ -46,23 +47,81 @@ def model_kwargs(cfg: TrainConfig, data: DatasetSplits) -> dict[str, Any]:
     return kwargs
 
 
-def uses_channels_last(cfg: TrainConfig) -> bool:
-    """channels_last memory format where asked for and the net has convolutions."""
-    return cfg.run.channels_last and get_spec(cfg.model.name).family != "mlp"
+# Rough effective training speeds (FLOP/s) for the eager estimate of a run's length (is it long
+# enough to probe?): ResNet-20 eager trained at 52 (fp32) to 86 (bf16) GFLOP/s on a 2-core AVX-512 CPU.
+ASSUMED_FLOPS = {"cpu": 60e9, "cuda": 10e12}
+
+
+def choose_levers(
+    cfg: TrainConfig,
+    model: nn.Module,
+    data: DatasetSplits,
+    dist: DistInfo,
+    device: torch.device,
+    precision: str,
+    total_steps: int,
+) -> tune.Levers:
+    """channels_last and compile as the config asks, `auto` ones measured (resnets.train.tune). A
+    multi-process run does not probe (its processes could time differently and disagree): its `auto`
+    levers take the static defaults."""
+    from resnets.info import count_flops
+
+    conv = get_spec(cfg.model.name).family != "mlp"
+    asked_cl = cfg.run.channels_last if conv else False
+    key = tune.probe_key(
+        cfg.model.name,
+        cfg.model.kwargs,
+        data.image_shape,
+        process_batch(cfg, dist),
+        precision,
+        device,
+        asked_cl,
+        cfg.run.compile,
+    )
+    eager_seconds = (
+        0.0
+        if dist.enabled
+        else (
+            3
+            * count_flops(model, data.image_shape)
+            * total_steps
+            * cfg.data.batch_size
+            / ASSUMED_FLOPS.get(device.type, ASSUMED_FLOPS["cpu"])
+        )
+    )
+
+    def measure(channels_last: bool | None, try_compile: bool) -> tune.Levers:
+        return tune.probe(
+            model,
+            data.image_shape,
+            key.batch,
+            data.num_classes,
+            precision,
+            device,
+            channels_last,
+            try_compile,
+        )
+
+    return tune.choose(asked_cl, cfg.run.compile, key, measure, eager_seconds)
 
 
 def build_model(cfg: TrainConfig, data: DatasetSplits, device: torch.device) -> nn.Module:
-    """The configured model for the dataset's classes and channels, on `device`."""
+    """The configured model for the dataset's classes and channels, on `device` (in the default memory
+    format: `choose_levers` picks the training layout)."""
     model = create_model(
         cfg.model.name, num_classes=data.num_classes, in_chans=data.image_shape[0], **model_kwargs(cfg, data)
     )
-    fmt = torch.channels_last if uses_channels_last(cfg) else torch.preserve_format
-    return model.to(device, memory_format=fmt)
+    return model.to(device)
 
 
-def wrap_model(model: nn.Module, cfg: TrainConfig, dist: DistInfo, device: torch.device) -> nn.Module:
-    """What the loop calls: DistributedDataParallel across processes (batch norm synced on request),
-    then torch.compile if asked for. `model` itself stays the unwrapped module."""
+def wrap_model(
+    model: nn.Module, cfg: TrainConfig, dist: DistInfo, device: torch.device, levers: tune.Levers
+) -> nn.Module:
+    """What the loop calls: `model` in the chosen memory format, DistributedDataParallel across
+    processes (batch norm synced on request), then torch.compile if chosen. `model` itself stays the
+    unwrapped module."""
+    if levers.channels_last:
+        model.to(memory_format=torch.channels_last)
     net = model
     if dist.enabled:
         if cfg.run.sync_bn:
@@ -72,7 +131,7 @@ def wrap_model(model: nn.Module, cfg: TrainConfig, dist: DistInfo, device: torch
         # Rank 0's initial weights are broadcast; gradients are averaged over the processes in
         # buckets while the backward pass still runs.
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    return torch.compile(net) if cfg.run.compile else net
+    return torch.compile(net) if levers.compile else net
 
 
 def process_batch(cfg: TrainConfig, dist: DistInfo) -> int:

@@ -51,6 +51,7 @@ def finish_run(trainer: Trainer, epochs: int) -> dict[str, Any]:
         "params": count_params(t.model),
         "device": str(t.device),
         "precision": t.precision,
+        "speed_levers": t.levers.describe(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "processes": t.dist.world_size,
