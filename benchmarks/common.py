@@ -28,12 +28,11 @@ LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 5e-4
 
 
 def machine_line() -> str:
-    """The machine (CPU model, bf16 support), torch version, thread count and what precision `auto`
+    """The machine (CPU model, bf16/AMX support), torch version, thread count and what precision `auto`
     picks here, for the head of every benchmark's output."""
     from resnets.runtime import machine_line as line
-    from resnets.runtime import pick_device, pick_precision
 
-    return f"{line()}, auto picks {pick_precision('auto', pick_device('auto'))}"
+    return line()
 
 
 def write_fake_cifar10(root: Path, per_file: int) -> Path:
