@@ -132,3 +132,13 @@ def test_parity_verdict_compares_the_mean_difference_with_the_spread(benchmarks_
     diff, spread, same = within_spread([0.70, 0.72, 0.74], [0.71, 0.73, 0.75])
     assert diff == pytest.approx(-0.01) and spread == pytest.approx(0.02) and same
     assert not within_spread([0.80, 0.81, 0.82], [0.70, 0.71, 0.72])[2]
+
+
+@pytest.mark.slow
+def test_profile_step_smoke_ranks_operators_that_sum_to_at_most_the_step() -> None:
+    out = _run_smoke("profile_step.py")
+    for mode in ("fp32", "channels_last", "auto"):
+        assert f"### {mode}: " in out
+    shares = [_number(line.split("|")[2].strip()) for line in out.splitlines() if line.startswith("| aten::")]
+    assert len(shares) >= 6 and all(0 < s <= 100 for s in shares)
+    assert any(line.startswith("| aten::convolution_backward |") for line in out.splitlines())
