@@ -323,10 +323,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from resnets.deploy.bench import DEFAULT_MODELS, run_benchmark
 
     if args.tune:
-        from resnets.deploy.bench import run_tune
+        from resnets.train.tune import tune_models
 
         seconds, compiled = (0.2, False) if args.smoke else (1.5, True)
-        run_tune(
+        tune_models(
             args.models or ["resnet20"], batch=args.batch_size or 128, seconds=seconds, try_compile=compiled
         )
         return 0

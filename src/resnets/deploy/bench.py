@@ -276,39 +276,3 @@ def run_benchmark(
             rows.append(measure(name, MODES[mode], device=device, **kwargs))
             print_fn(format_row(rows[-1], peaks))
     return format_table(rows, peaks)
-
-
-def run_tune(
-    models: Sequence[str],
-    *,
-    batch: int = 128,
-    seconds: float = 1.5,
-    try_compile: bool = True,
-    print_fn: Callable[[str], None] = print,
-) -> list[tuple[str, str]]:
-    """`resnets bench --tune`: probe channels_last and compile for each model's training step at its
-    design input size, `batch` and auto precision, print one line per model and store the answers
-    where `resnets train` looks them up (resnets.train.tune); returns (model, levers) pairs."""
-    from resnets.train import tune
-
-    device = pick_device("auto")
-    print_fn(f"{machine_line(device)}, device {device}")
-    print_fn(f"cache: {tune.cache_dir() / tune.CACHE_FILE}")
-    out = []
-    for name in models:
-        spec = get_spec(name)
-        precision = pick_precision("auto", device, spec.family)
-        conv = spec.family != "mlp"
-        asked = ("auto" if conv else False, "auto" if try_compile else False)  # what was measured
-        key = tune.probe_key(name, {}, spec.input_size, batch, precision, device, *asked)
-        model = create_model(name, num_classes=spec.num_classes).to(device)
-        levers = tune.probe(
-            model, spec.input_size, batch, spec.num_classes, precision, device,
-            None if conv else False, try_compile, seconds,
-        )  # fmt: skip
-        if not conv:
-            levers.speedups.pop("channels_last", None)
-        tune.write_cache(key, levers)
-        print_fn(f"{key.text()}: {levers.describe()}")
-        out.append((name, levers.describe()))
-    return out

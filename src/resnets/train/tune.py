@@ -15,7 +15,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnets.io.atomic import write_text
-from resnets.runtime import autocast, cpu_model
+from resnets.registry import create_model, get_spec
+from resnets.runtime import autocast, cpu_model, machine_line, pick_device, pick_precision
 
 CACHE_FILE = "tune.json"
 MAX_CACHE_BYTES = 1 << 20  # a cache file larger than this is not ours: ignored (and rewritten)
@@ -273,3 +274,37 @@ def choose(
         levers.compile = default.compile
     write_cache(key, levers, cache)
     return levers
+
+
+def tune_models(
+    models: Sequence[str],
+    *,
+    batch: int = 128,
+    seconds: float = 1.5,
+    try_compile: bool = True,
+    print_fn: Callable[[str], None] = print,
+) -> list[tuple[str, str]]:
+    """`resnets bench --tune`: probe channels_last and compile for each model's training step at its
+    design input size, `batch` and auto precision, print one line per model and store the answers
+    where `resnets train` looks them up (resnets.train.tune); returns (model, levers) pairs."""
+    device = pick_device("auto")
+    print_fn(f"{machine_line(device)}, device {device}")
+    print_fn(f"cache: {cache_dir() / CACHE_FILE}")
+    out = []
+    for name in models:
+        spec = get_spec(name)
+        precision = pick_precision("auto", device, spec.family)
+        conv = spec.family != "mlp"
+        asked = ("auto" if conv else False, "auto" if try_compile else False)  # what was measured
+        key = probe_key(name, {}, spec.input_size, batch, precision, device, *asked)
+        model = create_model(name, num_classes=spec.num_classes).to(device)
+        levers = probe(
+            model, spec.input_size, batch, spec.num_classes, precision, device,
+            None if conv else False, try_compile, seconds,
+        )  # fmt: skip
+        if not conv:
+            levers.speedups.pop("channels_last", None)
+        write_cache(key, levers)
+        print_fn(f"{key.text()}: {levers.describe()}")
+        out.append((name, levers.describe()))
+    return out
