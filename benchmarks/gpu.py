@@ -20,7 +20,8 @@ from common import machine_line
 
 from resnets.deploy.bench import matmul_peak, median_rate
 from resnets.info import count_flops
-from resnets.registry import create_model, get_spec
+from resnets.models.factory import create_model
+from resnets.registry import get_spec
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from resnets.deploy.bench import MODES, matmul_peak
 from resnets.info import count_flops
-from resnets.registry import create_model, get_spec
+from resnets.models.factory import create_model
+from resnets.registry import get_spec
 from resnets.runtime import autocast, pick_precision
 
 

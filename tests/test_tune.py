@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnets.registry import create_model
+from resnets.models.factory import create_model
 from resnets.runtime import TensorBatches, evaluate_batches
 from resnets.train import tune
 from resnets.train.optim import build_ema, ema_decay_at

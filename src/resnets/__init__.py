@@ -8,7 +8,8 @@ from resnets.deploy import convert as _convert
 from resnets.deploy import export as _export
 from resnets.deploy.inference import InferenceOptions, evaluate, load_model, predict, prepare_inference
 from resnets.info import ModelInfo, count_flops, count_params, model_info
-from resnets.registry import SKIP_KINDS, create_model, list_models, register_model
+from resnets.models.factory import create_model
+from resnets.registry import SKIP_KINDS, list_models, register_model
 from resnets.train.config import TrainConfig, resolve_config
 from resnets.version import __version__
 

@@ -20,8 +20,9 @@ from resnets.errors import ConfigError, ResnetsError, printable
 from resnets.info import ModelInfo, model_info
 from resnets.io.atomic import write_text
 from resnets.registry import list_models
+from resnets.weights import weights_for
 
-_COLUMNS = ("name", "params", "FLOPs", "input", "depth", "skip", "paper")
+_COLUMNS = ("name", "params", "FLOPs", "input", "depth", "skip", "weights", "paper")
 
 
 def _si(n: float) -> str:
@@ -41,6 +42,7 @@ def _row(info: ModelInfo) -> tuple[str, ...]:
         f"{c}x{h}x{w}",
         str(info.depth),
         info.skip,
+        ",".join(info.weights) or "-",
         info.paper,
     )
 
@@ -70,8 +72,14 @@ def format_models_table(infos: Sequence[ModelInfo], fmt: str = "table") -> str:
 def cmd_models(args: argparse.Namespace) -> int:
     """`resnets models [PATTERN]`: every registered model with counted parameters and FLOPs."""
     names = list_models(args.pattern)
+    if args.pretrained:
+        names = [n for n in names if weights_for(n)]
     if not names:
-        print(f"no model matches {args.pattern!r}; `resnets models` lists them all", file=sys.stderr)
+        which = "with shipped weights " if args.pretrained else ""
+        print(
+            f"no model {which}matches {args.pattern or '*'!r}; `resnets models` lists them all",
+            file=sys.stderr,
+        )
         return 1
     print(format_models_table([model_info(n) for n in names], args.format))
     return 0
@@ -175,6 +183,7 @@ def _file_part(name: str, limit: int = 60) -> str:
 def cmd_eval(args: argparse.Namespace) -> int:
     """`resnets eval`: metrics of a saved model on a dataset's test split, printed and saved."""
     from resnets.deploy.inference import evaluate, weights_path
+    from resnets.weights import is_weights_name
 
     metrics = evaluate(
         args.path,
@@ -187,7 +196,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     short = {k: v for k, v in metrics.items() if k not in ("confusion_matrix", "per_class_accuracy")}
     print(json.dumps(short, indent=1))
     views = "_flip_tta" if args.tta == "flip" else ""
-    out = weights_path(args.path).with_name(f"eval_{_file_part(metrics['dataset'])}{views}.json")
+    name = f"eval_{_file_part(metrics['dataset'])}{views}.json"
+    # Beside the weights, except shipped ones: the installed package is not the user's to write in.
+    out = (
+        Path(f"{args.path}_{name}") if is_weights_name(args.path) else weights_path(args.path).with_name(name)
+    )
     if out.is_symlink():
         raise ConfigError(
             f"{out} is a symbolic link; resnets replaces its own files and never writes through a link. "
@@ -354,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list models with parameters, FLOPs, depth, skip kind and paper")
     p.add_argument("pattern", nargs="?", default=None, help="glob on model names, e.g. 'resnet*' or '*56'")
     p.add_argument("--format", choices=("table", "markdown", "json"), default="table")
+    p.add_argument("--pretrained", action="store_true", help="only models with shipped weights")
     p.set_defaults(func=cmd_models)
 
     from resnets.train.recipes import RECIPES
@@ -406,7 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a saved model on a dataset's test split")
-    e.add_argument("path", help="run directory or model .safetensors file")
+    e.add_argument(
+        "path", help="run directory, model .safetensors file, or shipped weights (resnet20.cifar10)"
+    )
     e.add_argument("--data", help="dataset (default: the one it was trained on)")
     e.add_argument("--data-dir")
     e.add_argument(
@@ -420,7 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="classify image files with a saved model")
     pr.add_argument(
-        "path", help="run directory, model .safetensors file, or .onnx file from `resnets export` (CPU, fp32)"
+        "path",
+        help="run directory, model .safetensors file, shipped weights (resnet20.cifar10), or .onnx file "
+        "from `resnets export` (CPU, fp32)",
     )
     pr.add_argument("images", nargs="+", help="image files")
     pr.add_argument("--top-k", type=_positive_int, default=5, help="how many classes to show")
@@ -432,7 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     xp = sub.add_parser(
         "export", help="write a saved model as ONNX, TorchScript or a torch.export program (parity-checked)"
     )
-    xp.add_argument("path", help="run directory or model .safetensors file")
+    xp.add_argument(
+        "path", help="run directory, model .safetensors file, or shipped weights (resnet20.cifar10)"
+    )
     xp.add_argument("--format", choices=list(FORMATS), required=True)
     xp.add_argument(
         "--out", help="output file (default: beside the weights, model.onnx / .torchscript.pt / .pt2)"

@@ -8,7 +8,9 @@ from functools import cache
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from resnets.registry import create_model, get_spec
+from resnets.models.factory import create_model
+from resnets.registry import get_spec
+from resnets.weights import weights_for
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,7 @@ class ModelInfo:
     skip: str
     family: str
     paper: str
+    weights: tuple[str, ...] = ()  # tags of shipped weights ("cifar10"): create_model(name, weights=tag)
 
     def as_dict(self) -> dict[str, object]:
         """Plain-data form for JSON."""
@@ -69,4 +72,5 @@ def model_info(name: str) -> ModelInfo:
         skip=spec.skip,
         family=spec.family,
         paper=spec.paper,
+        weights=tuple(w.tag for w in weights_for(name)),
     )

@@ -178,10 +178,11 @@ def list_models(pattern: str | None = None) -> list[str]:
     return MODELS.names(pattern)
 
 
-def create_model(
+def build_model(
     name: str, num_classes: int | None = None, in_chans: int | None = None, **overrides: object
 ) -> nn.Module:
-    """Build the model registered as `name`; class count and input channels default to its dataset's."""
+    """Call the builder registered as `name`; class count and input channels default to its dataset's.
+    `resnets.create_model` adds shipped weights and feature extraction on top."""
     spec = get_spec(name)
     return spec.builder(
         num_classes=spec.num_classes if num_classes is None else num_classes,

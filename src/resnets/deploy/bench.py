@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from resnets.deploy.inference import InferenceOptions, prepare_inference
 from resnets.info import count_flops
-from resnets.registry import create_model, get_spec
+from resnets.models.factory import create_model
+from resnets.registry import get_spec
 from resnets.runtime import autocast, machine_line, pick_device, pick_precision
 
 

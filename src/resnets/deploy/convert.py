@@ -30,7 +30,8 @@ from torch import nn
 from resnets.errors import CheckpointError, ConfigError
 from resnets.io.safe_load import safe_torch_load
 from resnets.io.weights import CONVERT_HINT, MAX_CLASSES, ModelMeta, check_meta, load_weights, save_weights
-from resnets.registry import create_model, get_spec
+from resnets.models.factory import create_model
+from resnets.registry import get_spec
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]

@@ -28,6 +28,7 @@ from resnets.data.images import load_image_tensor
 from resnets.deploy.inference import Prediction, fold_batchnorm, load_model, weights_path
 from resnets.errors import CheckpointError, ConfigError, ResnetsError
 from resnets.io.weights import ModelMeta, check_meta, meta_from_json
+from resnets.weights import is_weights_name
 
 # Each format and the file ending its loader expects (torch.export.load reads only *.pt2).
 FORMATS: dict[str, str] = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported-program": ".pt2"}
@@ -107,7 +108,10 @@ def _meta_from_metadata(metadata: dict[str, str], path: Path) -> ModelMeta:
 
 
 def default_output(source: str | Path, format: str) -> Path:
-    """Where an export goes unless told: beside the weights file, named after it (run/model.onnx)."""
+    """Where an export goes unless told: beside the weights file, named after it (run/model.onnx); for
+    shipped weights, in the working directory (resnet20.cifar10.onnx), not inside the package."""
+    if is_weights_name(str(source)):
+        return Path(f"{source}{FORMATS[format]}")
     weights = weights_path(source)
     return weights.with_name(weights.stem + FORMATS[format])
 

@@ -13,69 +13,26 @@ from torch import nn
 from resnets.data import Batches, Normalize, load_dataset
 from resnets.data.images import load_image_tensor
 from resnets.errors import CheckpointError
-from resnets.io.weights import ModelMeta, check_meta, load_weights
-from resnets.registry import create_model, get_spec
+from resnets.io.weights import ModelMeta
+from resnets.models.factory import model_from_file
+from resnets.registry import get_spec
 from resnets.runtime import autocast, evaluate_batches, pick_device, pick_precision
+from resnets.weights import find_weights, is_weights_name
 
 
 def weights_path(path: str | Path) -> Path:
-    """A run directory's model.safetensors, or the file itself."""
+    """A run directory's model.safetensors, a file itself, or the file of shipped weights named like
+    "resnet20.cifar10" (checked against its SHA-256)."""
     path = Path(path)
+    if not path.exists() and is_weights_name(str(path)):
+        return find_weights(None, str(path)).path()
     return path / "model.safetensors" if path.is_dir() else path
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a model from a resnets weights file (or run directory) and load its weights strictly.
-    The returned model is in eval mode and carries its metadata as `model.meta` (a ModelMeta)."""
-    file = weights_path(path)
-    weights, meta = load_weights(file)
-    if meta is None:
-        raise CheckpointError(
-            f"{file} has no resnets metadata (model name, classes, normalisation); load it into "
-            "resnets.create_model(...) yourself with model.load_state_dict(safetensors.torch.load_file(path))"
-        )
-    try:
-        check_meta(meta)  # sizes the model, the input and the class list before anything is built from them
-    except ValueError as err:
-        raise CheckpointError(
-            f"{file}: its resnets metadata is out of range ({err}); the file is damaged or was not written "
-            "by resnets. Load its tensors with safetensors.torch.load_file and build the model yourself"
-        ) from None
-    # The cost of building is the metadata's to choose (a 460-byte file may ask for 10,000 layers):
-    # every weighted layer the depth counts has a tensor in the file, so the file's size bounds it.
-    depth = meta.model_kwargs.get("depth")
-    if isinstance(depth, int) and depth > len(weights):
-        raise CheckpointError(
-            f"{file}: its metadata describes a {meta.model} of depth {depth:,}, but the file holds only "
-            f"{len(weights):,} tensors (each weighted layer has at least one); the file is damaged or crafted"
-        )
-    kwargs = dict(meta.model_kwargs)
-    if "input_size" in kwargs:
-        kwargs["input_size"] = tuple(kwargs["input_size"])
-    # Build on the meta device first: the metadata is the file author's word, and a model it describes
-    # must match the file's tensors before any memory is allocated for it.
-    try:
-        with torch.device("meta"):
-            model = create_model(meta.model, num_classes=meta.num_classes, in_chans=meta.in_chans, **kwargs)
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:  # RuntimeError: size arithmetic
-        raise CheckpointError(f"{file}: its metadata does not describe a buildable model ({err})") from None
-    except MemoryError:
-        raise CheckpointError(
-            f"{file}: building the {meta.model} its metadata describes ran out of memory; the file is "
-            "damaged or crafted"
-        ) from None
-    expected = model.state_dict()
-    mismatched = sorted(set(expected) ^ set(weights)) or [
-        k for k, v in expected.items() if tuple(v.shape) != tuple(weights[k].shape)
-    ]
-    if mismatched:
-        raise CheckpointError(
-            f"{file} does not match a {meta.model} as its metadata describes (first mismatched key: "
-            f"{mismatched[0]!r}); the file is corrupt or was written by something else"
-        )
-    model.load_state_dict(weights, strict=True, assign=True)
-    model.meta = meta  # type: ignore[assignment]
-    return model.to(device).eval()
+    """Rebuild a model from a resnets weights file, run directory or shipped weights name and load its
+    weights strictly. The model is in eval mode and carries its metadata as `model.meta` (a ModelMeta)."""
+    return model_from_file(weights_path(path)).to(device).eval()
 
 
 @dataclass(frozen=True)

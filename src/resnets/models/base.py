@@ -1,9 +1,36 @@
-"""The interface every resnets model shares (as timm's): features, head, a replaceable classifier."""
+"""The interface every resnets model shares (as timm's): features, head, a replaceable classifier, and
+for conv nets the feature maps of each stage (`feature_info`, `forward_intermediates`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
+
+from resnets.errors import ConfigError
+
+
+def take_indices(num_stages: int, indices: int | Sequence[int] | None) -> list[int]:
+    """Stage indices as timm reads them: None all, an int n the last n, a sequence those (negative from
+    the end); sorted, each checked against the model's `num_stages`."""
+    if indices is None:
+        return list(range(num_stages))
+    if isinstance(indices, int):
+        if not 1 <= indices <= num_stages:
+            raise ConfigError(f"take the last 1…{num_stages} stages, not {indices}")
+        return list(range(num_stages - indices, num_stages))
+    picked = []
+    for i in indices:
+        if not -num_stages <= int(i) < num_stages:
+            raise ConfigError(
+                f"out index {i} is out of range: this model has {num_stages} feature stages "
+                f"(0…{num_stages - 1}, or negative from the end)"
+            )
+        picked.append(int(i) % num_stages)
+    if not picked or len(set(picked)) != len(picked):
+        raise ConfigError(f"out indices must name distinct stages, got {tuple(indices)}")
+    return sorted(picked)
 
 
 class ClassifierNet(nn.Module):
@@ -20,6 +47,36 @@ class ClassifierNet(nn.Module):
     num_classes: int
     in_chans: int
     num_features: int
+    # One dict per feature stage, timm's keys: num_chs, reduction (input side / map side), module (the
+    # submodule whose output it is). Empty for nets without feature maps (the fully connected ones).
+    feature_info: Sequence[dict[str, object]] = ()
+
+    def forward_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Run feature stage `index` on the previous stage's output (the image for stage 0)."""
+        raise ConfigError(
+            f"{type(self).__name__} has no feature stages (feature maps exist in conv nets only); "
+            "a fully connected net's a^l are model.activations(x)"
+        )
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        stop_early: bool = False,
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """The feature maps of the stages in `indices` (timm's reading of indices), and unless
+        `intermediates_only` the final features; the last stage's output is forward_features(x)."""
+        if not self.feature_info:
+            self.forward_stage(0, x)  # raises: no stages
+        picked = take_indices(len(self.feature_info), indices)
+        last = picked[-1] if (stop_early or intermediates_only) else len(self.feature_info) - 1
+        maps = []
+        for i in range(last + 1):
+            x = self.forward_stage(i, x)
+            if i in picked:
+                maps.append(x)
+        return maps if intermediates_only else (x, maps)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Everything before pooling and the classifier."""

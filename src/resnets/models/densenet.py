@@ -183,7 +183,7 @@ class DenseNet(ClassifierNet):
             raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
         self.features = nn.Sequential(OrderedDict(stem_layers))
 
-        channels = num_init_features
+        channels, block_channels = num_init_features, []
         for i, num_layers in enumerate(block_config):
             self.features.add_module(
                 f"denseblock{i + 1}",
@@ -192,6 +192,7 @@ class DenseNet(ClassifierNet):
                 ),
             )
             channels += num_layers * growth_rate
+            block_channels.append(channels)
             if i != len(block_config) - 1:
                 out = int(channels * compression)
                 self.features.add_module(f"transition{i + 1}", Transition(channels, out, norm, act_layer))
@@ -201,7 +202,42 @@ class DenseNet(ClassifierNet):
         self.act = get_act_layer(act_layer)()
         self.num_features = channels
         self.classifier = self._make_classifier(num_classes)
+        self._stage_modules, self.feature_info = self._feature_stages(stem, num_init_features, block_channels)
         init_he(self)
+
+    def _feature_stages(
+        self, stem: str, stem_width: int, block_channels: list[int]
+    ) -> tuple[list[list[str]], list[dict[str, object]]]:
+        # The stem's output (before the ImageNet max-pool), then each dense block's, entered through the
+        # max-pool or transition before it (each transition pools by 2); the last stage ends with the
+        # final BN-ReLU, so its output is forward_features'.
+        names = list(self.features._modules)
+        first = names.index("denseblock1")
+        pool = names[first - 1 : first] if stem == "imagenet" else []
+        groups, current = [names[: first - len(pool)]], list(pool)
+        for name in names[first:]:
+            current.append(name)
+            if name.startswith("denseblock"):
+                groups.append(current)
+                current = []
+        groups[-1].extend(current)  # the final norm
+        reduction = 2 if stem == "imagenet" else 1
+        info: list[dict[str, object]] = [
+            {"num_chs": stem_width, "reduction": reduction, "module": f"features.{groups[0][-1]}"}
+        ]
+        reduction *= 2 if pool else 1
+        for i, channels in enumerate(block_channels):
+            reduction *= 2 if i > 0 else 1
+            info.append(
+                {"num_chs": channels, "reduction": reduction, "module": f"features.denseblock{i + 1}"}
+            )
+        info[-1]["module"] = "act"
+        return groups, info
+
+    def forward_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        for name in self._stage_modules[index]:
+            x = self.features._modules[name](x)
+        return self.act(x) if index == len(self._stage_modules) - 1 else x
 
     def set_memory_efficient(self, enabled: bool = True) -> None:
         """Turn gradient checkpointing of the dense layers on or off."""

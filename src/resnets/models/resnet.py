@@ -95,11 +95,42 @@ class ResNet(ClassifierNet):
         self.num_features = in_ch
         self.final_norm = nn.Sequential(norm(in_ch), act()) if block.preact else None
         self.fc = self._make_classifier(num_classes)
+        self.feature_info = self._feature_info(stem, stem_width, [w * block.expansion for w in widths])
 
         init_he(self)
         if zero_init_last:
             for b in self.blocks():
                 b.zero_init_last()
+
+    def _feature_info(self, stem: str, stem_width: int, widths: list[int]) -> list[dict[str, object]]:
+        # The stem's output (before the ImageNet max-pool, as timm's `act1`), then each stage's; every
+        # stage but the first halves the map. The last stage ends with a pre-activation net's final norm.
+        reduction = 2 if stem == "imagenet" else 1
+        info: list[dict[str, object]] = [
+            {
+                "num_chs": stem_width,
+                "reduction": reduction,
+                "module": "relu" if self.bn1 is not None else "conv1",
+            }
+        ]
+        reduction *= 2 if stem == "imagenet" else 1
+        for i, width in enumerate(widths):
+            reduction *= 2 if i > 0 else 1
+            info.append({"num_chs": width, "reduction": reduction, "module": f"layer{i + 1}"})
+        if self.final_norm is not None:
+            info[-1]["module"] = "final_norm"
+        return info
+
+    def forward_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        if index == 0:
+            x = self.conv1(x)
+            return x if self.bn1 is None else self.relu(self.bn1(x))
+        if index == 1:
+            x = self.maxpool(x)
+        x = getattr(self, f"layer{index}")(x)
+        if index == self.num_stages and self.final_norm is not None:
+            x = self.final_norm(x)
+        return x
 
     def stages(self) -> list[nn.Sequential]:
         """The stages `layer1`, `layer2`, … in order."""

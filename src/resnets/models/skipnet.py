@@ -29,6 +29,7 @@ from math import prod, sqrt
 from typing import Any
 
 import torch
+import torch.fx
 from torch import nn
 
 from resnets.errors import ConfigError
@@ -304,22 +305,31 @@ class SkipNet(ClassifierNet):
 
     def activations(self, x: torch.Tensor) -> list[torch.Tensor]:
         """[a^0, a^1, …, a^L] for a batch."""
-        acts = [self._flatten(x)]
+        acts = [flatten_input(x, self.in_features, self.in_chans, self.input_size)]
         for layer in self.layers:
             acts.append(layer(acts))
         return acts
 
-    def _flatten(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.reshape(x.shape[0], -1)
-        if x.shape[1] != self.in_features:
-            raise ValueError(
-                f"SkipNet expects {self.in_features} input features (in_chans={self.in_chans} × "
-                f"input_size={self.input_size}), got {x.shape[1]}; pass in_chans/input_size to match"
-            )
-        return x
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.activations(x)[-1]
+
+
+def flatten_input(
+    x: torch.Tensor, in_features: int, in_chans: int, input_size: tuple[int, ...]
+) -> torch.Tensor:
+    """a^0: the batch flattened to vectors, with a clear error when its size is not the net's."""
+    x = x.reshape(x.shape[0], -1)
+    if x.shape[1] != in_features:
+        raise ValueError(
+            f"SkipNet expects {in_features} input features (in_chans={in_chans} × "
+            f"input_size={input_size}), got {x.shape[1]}; pass in_chans/input_size to match"
+        )
+    return x
+
+
+# A leaf for torch.fx: the size check is control flow on a traced shape, so tracing records the call
+# instead of entering it; torchvision's create_feature_extractor then works on every SkipNet.
+torch.fx.wrap("flatten_input")
 
 
 @register_model(skip="identity", depth=6, paper=SEED, family="mlp")

@@ -222,7 +222,8 @@ def _check_names(cfg: TrainConfig) -> None:
     import torch
 
     from resnets.data import dataset_loader
-    from resnets.registry import create_model, get_spec
+    from resnets.models.factory import create_model
+    from resnets.registry import get_spec
 
     try:
         get_spec(cfg.model.name)

@@ -12,7 +12,8 @@ from torch import nn
 from resnets.data import Augment, Batches, DatasetSplits, load_dataset
 from resnets.errors import ConfigError
 from resnets.io.weights import ModelMeta
-from resnets.registry import create_model, get_spec
+from resnets.models.factory import create_model
+from resnets.registry import get_spec
 from resnets.train import tune
 from resnets.train.config import TrainConfig
 from resnets.train.distributed import DistInfo, barrier, convert_sync_batchnorm

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnets.io.atomic import write_text
-from resnets.registry import create_model, get_spec
+from resnets.models.factory import create_model
+from resnets.registry import get_spec
 from resnets.runtime import autocast, cpu_model, machine_line, pick_device, pick_precision
 
 CACHE_FILE = "tune.json"

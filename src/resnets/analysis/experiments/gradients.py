@@ -29,7 +29,7 @@ from resnets.analysis.report import (
     mean_profile,
     pm,
 )
-from resnets.registry import create_model
+from resnets.models.factory import create_model
 
 CONV = {"plain": "plain{d}", "residual": "resnet{d}", "highway": "highway{d}"}
 MLP = {"plain": "plain_mlp", "residual": "residual_mlp", "highway": "highway_mlp"}

@@ -1,0 +1,100 @@
+"""The weights resnets trained itself and ships inside the package, as torchvision's weights enums: each
+entry says what was trained, how, on which machine, and what `resnets eval` measured on the official test
+set. The files are safetensors beside this module, loaded only through resnets' safe loader after their
+SHA-256 is checked. Larger files (ImageNet nets, CIFAR-100) would be hosted as GitHub release assets and
+fetched with `torch.hub.download_url_to_file(url, dst, hash_prefix=sha256)` into the torch hub cache."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from resnets.errors import CheckpointError, ConfigError
+
+HERE = Path(__file__).resolve().parent
+
+# The standard CIFAR-10 per-channel statistics on the [0, 1] scale (the 50,000 training images; the
+# values chenyaofo/pytorch-cifar-models and torchvision users normalise with).
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+@dataclass(frozen=True)
+class PretrainedWeights:
+    """One shipped weights file and the facts behind its accuracy."""
+
+    model: str  # the registered model name
+    tag: str  # what it was trained on: "cifar10"
+    file: str  # safetensors file beside this module
+    sha256: str  # of the file, checked before it is read
+    dataset: str
+    recipe: str  # `resnets recipes` name, with `overrides` on top
+    seed: int
+    commit: str  # resnets commit the training ran on
+    test_accuracy: float  # `resnets eval` single view on the official test set
+    val_split: int  # training images held out for every choice (0: none held out, see `notes`)
+    recipe_mean: float  # the recipe's mean test accuracy over `recipe_seeds` seeds …
+    recipe_std: float  # … and their standard deviation
+    recipe_seeds: int
+    machine: str  # where it was trained
+    wall_minutes: float
+    command: str  # the exact command that trained it
+    overrides: dict[str, object] = field(default_factory=dict)
+    flip_tta_accuracy: float | None = None  # reported apart: not a single view
+    paper_accuracy: float | None = None  # the paper's number for the architecture
+    notes: str = ""
+    mean: tuple[float, ...] = CIFAR10_MEAN
+    std: tuple[float, ...] = CIFAR10_STD
+    input_size: tuple[int, int, int] = (3, 32, 32)
+
+    @property
+    def name(self) -> str:
+        """timm's spelling: "resnet20.cifar10"."""
+        return f"{self.model}.{self.tag}"
+
+    def path(self) -> Path:
+        """The file, after its SHA-256 is checked against the entry (a damaged install is refused)."""
+        file = HERE / self.file
+        if not file.is_file():
+            raise CheckpointError(f"shipped weights {self.name}: {file} is missing; reinstall resnets")
+        digest = hashlib.sha256(file.read_bytes()).hexdigest()
+        if digest != self.sha256:
+            raise CheckpointError(
+                f"shipped weights {self.name}: {file} has SHA-256 {digest[:12]}…, expected "
+                f"{self.sha256[:12]}…; the install is damaged: reinstall resnets"
+            )
+        return file
+
+
+# Trained by resnets; each entry's command reproduces it (see README, "Pretrained weights").
+WEIGHTS: tuple[PretrainedWeights, ...] = ()
+
+
+def weights_for(model: str) -> list[PretrainedWeights]:
+    """The shipped weights of `model`, the default (the first) first."""
+    return [w for w in WEIGHTS if w.model == model]
+
+
+def find_weights(model: str | None, weights: str) -> PretrainedWeights:
+    """The entry named `weights` ("resnet20.cifar10", or a tag "cifar10" of `model`); a ConfigError
+    lists what there is."""
+    if "." in weights:
+        model_part, _, tag = weights.partition(".")
+        if model is not None and model_part != model:
+            raise ConfigError(f"weights {weights!r} are for {model_part}, not {model}")
+        model = model_part
+    else:
+        tag = weights
+    for entry in WEIGHTS:
+        if entry.model == model and entry.tag == tag:
+            return entry
+    have = ", ".join(w.name for w in WEIGHTS) or "none yet"
+    raise ConfigError(
+        f"no shipped weights {model}.{tag}; resnets ships: {have} (`resnets models --pretrained`)"
+    )
+
+
+def is_weights_name(text: str) -> bool:
+    """Whether `text` names a shipped weights entry ("resnet20.cifar10")."""
+    return any(text == w.name for w in WEIGHTS)
