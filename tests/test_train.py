@@ -355,3 +355,63 @@ def test_resume_refuses_other_flags_and_top_k_is_checked(tmp_path, capsys) -> No
     assert "--resume continues the run exactly as its config.yaml says; drop --lr" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["predict", str(tmp_path), "x.png", "--top-k", "0"])
+
+
+def _folder(root: Path, classes: dict[str, int], per_class: int = 8, size: int = 12) -> Path:
+    rng = np.random.default_rng(0)
+    for cls, value in classes.items():
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            img = np.clip(rng.normal(value, 20, size=(size, size, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(root / cls / f"{i}.png")
+    return root
+
+
+def test_fine_tuning_starts_from_the_weights_with_a_new_classifier_and_their_normalisation(tmp_path) -> None:
+    """`resnets train --weights FILE --data imagefolder:PATH`: the body starts as the file's, the head is
+    sized for the folder's classes, images are resized to the weights' input and normalised with their
+    mean/std (not the folder's)."""
+    from resnets.io.weights import ModelMeta, load_weights, save_weights
+
+    torch.manual_seed(0)
+    source = resnets.create_model("resnet20")
+    mean, std = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
+    meta = ModelMeta(
+        "resnet20", 10, 3, [3, 32, 32], mean, std, [str(i) for i in range(10)], dataset="cifar10"
+    )
+    save_weights(tmp_path / "pre.safetensors", source.state_dict(), meta)
+    images = _folder(tmp_path / "imgs", {"cat": 40, "dog": 120, "eel": 215}, size=20)
+    started: dict = {}
+
+    def capture(trainer, log) -> None:  # a plain function is called at step 0 and each log interval
+        if trainer.step == 0:
+            started.update({k: v.detach().clone() for k, v in trainer.model.state_dict().items()})
+
+    run = tmp_path / "run"
+    cfg = resnets.resolve_config(
+        flags={
+            "model": {"name": "resnet20", "weights": str(tmp_path / "pre.safetensors")},
+            "data": {"name": f"imagefolder:{images}", "batch_size": 8},
+            "run": {"epochs": 1, "out": str(run), "quiet": True, "compile": False},
+            "optim": {"lr": 0.01},
+        }
+    )
+    resnets.train(cfg, callbacks=[capture])
+    body = {k: v for k, v in source.state_dict().items() if not k.startswith("fc.")}
+    started = {k.removeprefix("_orig_mod."): v for k, v in started.items()}
+    for key, value in body.items():
+        torch.testing.assert_close(started[key].to(value.dtype), value, rtol=0, atol=0, msg=key)
+    tuned, tuned_meta = load_weights(run / "model.safetensors")
+    assert tuned["fc.weight"].shape == (3, 64) and tuned_meta.classes == ["cat", "dog", "eel"]
+    assert tuned_meta.mean == mean and tuned_meta.std == std and tuned_meta.input_size == [3, 32, 32]
+
+
+def test_fine_tuning_refuses_weights_of_another_model(tmp_path) -> None:
+    from resnets.io.weights import ModelMeta, save_weights
+
+    meta = ModelMeta("plain20", 10, 3, [3, 32, 32], [0.5] * 3, [0.25] * 3, [str(i) for i in range(10)])
+    save_weights(tmp_path / "plain.safetensors", resnets.create_model("plain20").state_dict(), meta)
+    with pytest.raises(ConfigError, match="holds a plain20"):
+        resnets.resolve_config(
+            flags={"model": {"name": "resnet20", "weights": str(tmp_path / "plain.safetensors")}}
+        )

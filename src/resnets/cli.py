@@ -88,6 +88,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 # `resnets train` flags and the config keys they set (flags sit above --config files, below --set).
 _TRAIN_FLAGS = {
     "model": "model.name",
+    "weights": "model.weights",
     "data": "data.name",
     "data_dir": "data.data_dir",
     "download": "data.download",
@@ -376,6 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--recipe", choices=list(RECIPES), default=None, help="named recipe (default quick)")
     t.add_argument("--config", action="append", metavar="FILE.yaml", help="config file(s), applied in order")
     t.add_argument("--model", help="model name (see `resnets models`)")
+    t.add_argument(
+        "--weights",
+        help="start from these weights (fine-tuning): shipped ones (cifar10, resnet20.cifar10) or a "
+        "resnets .safetensors file; other classes get a new classifier",
+    )
     t.add_argument("--data", help="digits | cifar10 | cifar100 | mnist | fashion-mnist | imagefolder:PATH")
     t.add_argument("--data-dir", help="folder holding the dataset files")
     t.add_argument("--download", action="store_true", default=None, help="download the dataset if missing")

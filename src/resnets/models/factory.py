@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from resnets.errors import CheckpointError, ConfigError
-from resnets.io.weights import check_meta, load_weights
+from resnets.io.weights import ModelMeta, check_meta, load_weights
 from resnets.models.features import FeatureListNet
 from resnets.registry import build_model, get_spec
 from resnets.weights import find_weights, weights_for
@@ -49,12 +49,30 @@ def create_model(
     return FeatureListNet(model, out_indices) if features_only else model
 
 
+def weights_file(name: str, weights: str | Path) -> Path:
+    """The file `weights` names for model `name`: a path as given, or shipped weights by tag or name."""
+    file = Path(weights)
+    if isinstance(weights, Path) or file.suffix == ".safetensors" or file.exists():
+        return file
+    return find_weights(name, str(weights)).path()
+
+
+def weights_meta(name: str, weights: str | Path) -> ModelMeta:
+    """What the weights file `weights` (see weights_file) says about its model, checked; a
+    CheckpointError when the file has no resnets metadata or holds another model."""
+    file = weights_file(name, weights)
+    _, meta = load_weights(file)
+    if meta is None:
+        raise CheckpointError(f"{file} has no resnets metadata: it cannot say which model it fits")
+    if meta.model != name:
+        raise ConfigError(f"{file} holds a {meta.model}, not a {name}: use model {meta.model!r}")
+    return meta
+
+
 def _with_weights(
     name: str, weights: str | Path, num_classes: int | None, in_chans: int | None, overrides: dict
 ) -> nn.Module:
-    file = Path(weights)
-    if not (isinstance(weights, Path) or file.suffix == ".safetensors" or file.exists()):
-        file = find_weights(name, str(weights)).path()
+    file = weights_file(name, weights)
     model = model_from_file(file)
     meta = model.meta
     if meta.model != name:

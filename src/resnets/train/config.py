@@ -66,6 +66,10 @@ class ModelConfig:
 
     name: str = "resnet20"  # a name from `resnets models`
     kwargs: dict[str, Any] = field(default_factory=dict)  # builder options, e.g. {zero_init_last: true}
+    # Start from these weights (fine-tuning): shipped ones ("cifar10", "resnet20.cifar10") or a resnets
+    # .safetensors file. A dataset with other classes gets a fresh classifier; the images are
+    # normalised with the weights' mean and std and sized as they were trained.
+    weights: str | None = None
 
 
 @dataclass
@@ -234,6 +238,10 @@ def _check_names(cfg: TrainConfig) -> None:
         raise ConfigError(
             f"model.kwargs cannot set {', '.join(sorted(reserved))}: they come from the dataset"
         )
+    if cfg.model.weights is not None:
+        from resnets.models.factory import weights_meta
+
+        weights_meta(cfg.model.name, cfg.model.weights)  # a ConfigError/CheckpointError before any work
     try:  # the options must fit the builder; on the meta device this allocates nothing
         with torch.device("meta"):
             create_model(cfg.model.name, **cfg.model.kwargs)

@@ -3,6 +3,7 @@ wrapping for many processes, batches, step counts and the weights' metadata. `Tr
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -12,7 +13,7 @@ from torch import nn
 from resnets.data import Augment, Batches, DatasetSplits, load_dataset
 from resnets.errors import ConfigError
 from resnets.io.weights import ModelMeta
-from resnets.models.factory import create_model
+from resnets.models.factory import create_model, weights_meta
 from resnets.registry import get_spec
 from resnets.train import tune
 from resnets.train.config import TrainConfig
@@ -23,9 +24,18 @@ def load_splits(cfg: TrainConfig, dist: DistInfo) -> DatasetSplits:
     """The run's dataset; local rank 0 reads (and downloads) it first, alone on its machine."""
     if dist.local_rank != 0:
         barrier(dist)
-    data = load_dataset(cfg.data, cfg.run.seed)
+    request = cfg.data
+    if cfg.model.weights is not None:
+        meta = weights_meta(cfg.model.name, cfg.model.weights)
+        if request.image_size is None and request.name.startswith("imagefolder:"):
+            request = dataclasses.replace(request, image_size=meta.input_size[1])  # as it was trained
+    data = load_dataset(request, cfg.run.seed)
     if dist.local_rank == 0:
         barrier(dist)
+    if cfg.model.weights is not None:
+        # A pretrained body expects its own input statistics, not the new images' (as torchvision's
+        # weights.transforms()): the run normalises, and records, the weights' mean and std.
+        data = dataclasses.replace(data, mean=tuple(meta.mean), std=tuple(meta.std))
     return data
 
 
@@ -110,7 +120,11 @@ def build_model(cfg: TrainConfig, data: DatasetSplits, device: torch.device) -> 
     """The configured model for the dataset's classes and channels, on `device` (in the default memory
     format: `choose_levers` picks the training layout)."""
     model = create_model(
-        cfg.model.name, num_classes=data.num_classes, in_chans=data.image_shape[0], **model_kwargs(cfg, data)
+        cfg.model.name,
+        num_classes=data.num_classes,
+        in_chans=data.image_shape[0],
+        weights=cfg.model.weights,
+        **model_kwargs(cfg, data),
     )
     return model.to(device)
 
