@@ -30,8 +30,8 @@ models: $(STAMP)
 	$(BIN)/resnets models
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts hubconf.py
+	$(BIN)/ruff format --check src tests benchmarks scripts hubconf.py
 	$(BIN)/lint-imports
 
 test: lint
@@ -41,8 +41,8 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks scripts hubconf.py
+	$(BIN)/ruff check --fix src tests benchmarks scripts hubconf.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info
