@@ -150,3 +150,23 @@ def test_each_shipped_file_matches_its_entry(entry: shipped.PretrainedWeights) -
     expected = torch.tensor(record["logits"], dtype=torch.float32)
     with torch.no_grad():
         torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_cli_eval_and_export_of_shipped_weights_write_to_the_working_directory(
+    fake_entry, tmp_path, monkeypatch, capsys
+) -> None:
+    """The installed package is not the user's to write in: results land in the working directory."""
+    from formats import write_cifar10
+
+    write_cifar10(tmp_path / "data", "bin", per_file=4)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    before = sorted(p.name for p in shipped.HERE.iterdir())
+    assert main(["eval", "resnet20.cifar10", "--data", "cifar10", "--data-dir", str(tmp_path / "data")]) == 0
+    saved = json.loads((work / "resnet20.cifar10_eval_cifar10.json").read_text())
+    assert saved["count"] == 4
+    assert main(["export", "resnet20.cifar10", "--format", "torchscript"]) == 0
+    assert (work / "resnet20.cifar10.torchscript.pt").is_file()
+    assert sorted(p.name for p in shipped.HERE.iterdir()) == before
+    capsys.readouterr()
