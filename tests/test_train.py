@@ -357,20 +357,20 @@ def test_resume_refuses_other_flags_and_top_k_is_checked(tmp_path, capsys) -> No
         main(["predict", str(tmp_path), "x.png", "--top-k", "0"])
 
 
-def _folder(root: Path, classes: dict[str, int], per_class: int = 8, size: int = 12) -> Path:
+def _grey_folder(root: Path, classes: dict[str, int], per_class: int = 8, size: int = 12) -> Path:
     rng = np.random.default_rng(0)
     for cls, value in classes.items():
         (root / cls).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            img = np.clip(rng.normal(value, 20, size=(size, size, 3)), 0, 255).astype(np.uint8)
+            img = np.clip(rng.normal(value, 20, size=(size, size)), 0, 255).astype(np.uint8)
             Image.fromarray(img).save(root / cls / f"{i}.png")
     return root
 
 
 def test_fine_tuning_starts_from_the_weights_with_a_new_classifier_and_their_normalisation(tmp_path) -> None:
     """`resnets train --weights FILE --data imagefolder:PATH`: the body starts as the file's, the head is
-    sized for the folder's classes, images are resized to the weights' input and normalised with their
-    mean/std (not the folder's)."""
+    sized for the folder's classes, grey images are read as RGB and resized to the weights' input, and
+    normalised with the weights' mean/std (not the folder's)."""
     from resnets.io.weights import ModelMeta, load_weights, save_weights
 
     torch.manual_seed(0)
@@ -380,7 +380,7 @@ def test_fine_tuning_starts_from_the_weights_with_a_new_classifier_and_their_nor
         "resnet20", 10, 3, [3, 32, 32], mean, std, [str(i) for i in range(10)], dataset="cifar10"
     )
     save_weights(tmp_path / "pre.safetensors", source.state_dict(), meta)
-    images = _folder(tmp_path / "imgs", {"cat": 40, "dog": 120, "eel": 215}, size=20)
+    images = _grey_folder(tmp_path / "imgs", {"cat": 40, "dog": 120, "eel": 215}, size=20)
     started: dict = {}
 
     def capture(trainer, log) -> None:  # a plain function is called at step 0 and each log interval
@@ -404,6 +404,7 @@ def test_fine_tuning_starts_from_the_weights_with_a_new_classifier_and_their_nor
     tuned, tuned_meta = load_weights(run / "model.safetensors")
     assert tuned["fc.weight"].shape == (3, 64) and tuned_meta.classes == ["cat", "dog", "eel"]
     assert tuned_meta.mean == mean and tuned_meta.std == std and tuned_meta.input_size == [3, 32, 32]
+    assert tuned_meta.in_chans == 3  # the folder alone would load as one grey channel
 
 
 def test_fine_tuning_refuses_weights_of_another_model(tmp_path) -> None:

@@ -23,6 +23,7 @@ class DataRequest:
     download: bool = False  # fetch the official archive (with its checksum) if missing
     val_split: int = 0  # hold out this many training images for validation (He et al.: 5,000)
     image_size: int | None = None  # imagefolder: resize to this square size
+    channels: int | None = None  # imagefolder: 1 (grey) or 3 (RGB); default 1 only if every image is grey
     skip_bad_images: bool = False  # imagefolder: skip unreadable files instead of failing
     max_in_memory_mb: int = 4096  # larger image folders stream from disk
 

@@ -69,7 +69,7 @@ def load_imagefolder(req: DataRequest, seed: int) -> DatasetSplits:
     probed = _probe([*train.paths, *test.paths], root, req.skip_bad_images, notes)
     train, test = train.keep(probed), test.keep(probed)
     _check_problem(root, classes, train, test)
-    channels = 1 if all(grey for grey, _ in probed.values()) else 3
+    channels = req.channels or (1 if all(grey for grey, _ in probed.values()) else 3)
     size = _image_size(probed, req.image_size, notes)
     name, augment = f"{IMAGEFOLDER}{root}", Augment(pad=size[0] // 8, flip=True)
     if (len(train.paths) + len(test.paths)) * channels * size[0] * size[1] <= req.max_in_memory_mb * 2**20:

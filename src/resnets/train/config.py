@@ -193,6 +193,7 @@ def build_config(data: Mapping[str, Any]) -> TrainConfig:
         (d.workers >= 0, "data.workers must be >= 0"),
         (d.crop_padding is None or d.crop_padding >= 0, "data.crop_padding must be >= 0"),
         (d.image_size is None or d.image_size >= 1, "data.image_size must be >= 1"),
+        (d.channels in (None, 1, 3), "data.channels must be 1 (grey) or 3 (RGB)"),
         (o.lr > 0, "optim.lr must be > 0"),
         (o.lr_base_batch >= 1, "optim.lr_base_batch must be >= 1"),
         (0 <= o.momentum < 1, "optim.momentum must be in [0, 1)"),

@@ -27,8 +27,12 @@ def load_splits(cfg: TrainConfig, dist: DistInfo) -> DatasetSplits:
     request = cfg.data
     if cfg.model.weights is not None:
         meta = weights_meta(cfg.model.name, cfg.model.weights)
-        if request.image_size is None and request.name.startswith("imagefolder:"):
-            request = dataclasses.replace(request, image_size=meta.input_size[1])  # as it was trained
+        if request.name.startswith("imagefolder:"):  # the images as the weights were trained on
+            request = dataclasses.replace(
+                request,
+                image_size=request.image_size or meta.input_size[1],
+                channels=request.channels or meta.in_chans,
+            )
     data = load_dataset(request, cfg.run.seed)
     if dist.local_rank == 0:
         barrier(dist)
