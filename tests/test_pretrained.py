@@ -170,3 +170,18 @@ def test_cli_eval_and_export_of_shipped_weights_write_to_the_working_directory(
     assert (work / "resnet20.cifar10.torchscript.pt").is_file()
     assert sorted(p.name for p in shipped.HERE.iterdir()) == before
     capsys.readouterr()
+
+
+DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", shipped.WEIGHTS, ids=lambda e: e.name)
+def test_each_shipped_file_reaches_its_recorded_test_accuracy(entry: shipped.PretrainedWeights) -> None:
+    """`resnets eval` on the official test set (where ../shared/data holds it), as the entry says; the
+    tolerance covers another CPU's bf16 or fp32 kernels (a few images of 10,000)."""
+    if not (DATA / "cifar-10-batches-bin").is_dir():
+        pytest.skip(f"the official CIFAR-10 files are not at {DATA}")
+    metrics = resnets.evaluate(entry.name, data_dir=str(DATA))
+    assert metrics["count"] == 10_000
+    assert metrics["accuracy"] == pytest.approx(entry.test_accuracy, abs=0.002)
