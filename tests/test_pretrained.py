@@ -185,3 +185,11 @@ def test_each_shipped_file_reaches_its_recorded_test_accuracy(entry: shipped.Pre
     metrics = resnets.evaluate(entry.name, data_dir=str(DATA))
     assert metrics["count"] == 10_000
     assert metrics["accuracy"] == pytest.approx(entry.test_accuracy, abs=0.002)
+
+
+def test_features_of_shipped_weights_are_the_pretrained_bodys(fake_entry) -> None:
+    _, original = fake_entry
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    net = resnets.create_model("resnet20", pretrained=True, features_only=True, out_indices=(-1,)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(net(x)[0], original.forward_features(x), rtol=0, atol=0)
