@@ -156,6 +156,7 @@ DATA_KEYS = {
     "download": True,
     "val_split": 5000,
     "image_size": 32,
+    "channels": 3,
     "skip_bad_images": True,
     "max_in_memory_mb": 64,
     "batch_size": 32,

@@ -402,12 +402,12 @@ _GOOD_META = {
 def test_metadata_values_are_range_checked_before_anything_is_built(
     tmp_path, monkeypatch, changes, reason
 ) -> None:
-    import resnets.deploy.inference
+    import resnets.models.factory
 
     path = tmp_path / "model.safetensors"
     save_weights(path, {"a": torch.zeros(1)}, ModelMeta(**{**_GOOD_META, **changes}))
     built: list[str] = []
-    monkeypatch.setattr(resnets.deploy.inference, "create_model", lambda name, **kw: built.append(name))
+    monkeypatch.setattr(resnets.models.factory, "build_model", lambda name, **kw: built.append(name))
     with pytest.raises(CheckpointError, match=reason) as err:
         resnets.load_model(path)
     msg = str(err.value)

@@ -31,7 +31,7 @@ def test_a_tiny_file_asking_for_a_10000_layer_dense_net_is_refused_before_buildi
     save_weights(path, {"head.weight": torch.zeros(1)}, meta)
     assert path.stat().st_size < 1000
     built: list[str] = []
-    monkeypatch.setattr(resnets.deploy.inference, "create_model", lambda name, **kw: built.append(name))
+    monkeypatch.setattr(resnets.models.factory, "build_model", lambda name, **kw: built.append(name))
     with pytest.raises(CheckpointError, match=r"depth 10,000, but the file holds only 1 tensors"):
         resnets.load_model(path)
     assert built == []
@@ -54,6 +54,6 @@ def test_running_out_of_memory_while_building_is_a_clear_error(tmp_path, monkeyp
     def exhausted(*args, **kwargs):
         raise MemoryError
 
-    monkeypatch.setattr(resnets.deploy.inference, "create_model", exhausted)
+    monkeypatch.setattr(resnets.models.factory, "build_model", exhausted)
     with pytest.raises(CheckpointError, match="ran out of memory; the file is damaged or crafted"):
         resnets.load_model(path)
