@@ -53,7 +53,10 @@ class ClassifierNet(nn.Module):
 
     def forward_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
         """Run feature stage `index` on the previous stage's output (the image for stage 0)."""
-        raise ConfigError(
+        raise self._no_stages()
+
+    def _no_stages(self) -> ConfigError:
+        return ConfigError(
             f"{type(self).__name__} has no feature stages (feature maps exist in conv nets only); "
             "a fully connected net's a^l are model.activations(x)"
         )
@@ -68,7 +71,7 @@ class ClassifierNet(nn.Module):
         """The feature maps of the stages in `indices` (timm's reading of indices), and unless
         `intermediates_only` the final features; the last stage's output is forward_features(x)."""
         if not self.feature_info:
-            self.forward_stage(0, x)  # raises: no stages
+            raise self._no_stages()
         picked = take_indices(len(self.feature_info), indices)
         last = picked[-1] if (stop_early or intermediates_only) else len(self.feature_info) - 1
         maps = []

@@ -64,9 +64,19 @@ def weights_meta(name: str, weights: str | Path) -> ModelMeta:
     _, meta = load_weights(file)
     if meta is None:
         raise CheckpointError(f"{file} has no resnets metadata: it cannot say which model it fits")
-    if meta.model != name:
-        raise ConfigError(f"{file} holds a {meta.model}, not a {name}: use model {meta.model!r}")
+    try:
+        check_meta(meta)
+    except ValueError as err:
+        raise CheckpointError(f"{file}: its resnets metadata is out of range ({err})") from None
+    _check_model(file, meta, name)
     return meta
+
+
+def _check_model(file: Path, meta: ModelMeta, name: str) -> None:
+    if meta.model != name:
+        raise ConfigError(
+            f"{file} holds a {meta.model}, not a {name}: create_model({meta.model!r}, weights=...)"
+        )
 
 
 def _with_weights(
