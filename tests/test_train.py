@@ -253,6 +253,18 @@ def test_resume_at_an_epoch_boundary_and_a_finished_run(tmp_path) -> None:
     assert (tmp_path / "b" / "summary.json").read_text() == before
 
 
+def test_a_validation_split_is_watched_every_epoch_and_the_test_set_touched_once(tmp_path) -> None:
+    run = tmp_path / "r"
+    summary = train(_cfg(run, data={"batch_size": 64, "val_split": 100})).summary
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["split"] == "val"] == [1, 2]
+    assert not [r for r in records if r["split"] == "test"]  # no per-epoch look at the test set
+    assert summary["best"]["split"] == "val"
+    # The one test evaluation, at the end, is that of the saved weights (checked through `resnets eval`).
+    again = resnets.evaluate(run / "model.safetensors", data="digits")
+    assert summary["test_accuracy"] == pytest.approx(again["accuracy"], abs=1e-6)
+
+
 def test_callbacks_see_step_0_of_a_fresh_run_and_every_log_interval(tmp_path) -> None:
     seen: list[tuple[int, torch.Tensor]] = []
 

@@ -34,11 +34,11 @@ class ConsoleLines(Callback):
         t.say(batch_line(trainer))
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, train: dict[str, Any]) -> None:
-        """One line per epoch: training and test loss and accuracy, lr and throughput."""
-        test = trainer.last_eval["test"]
+        """One line per epoch: training and held-out (val, else test) loss and accuracy, lr, throughput."""
+        split, held = next(iter(trainer.last_eval.items()))
         trainer.say(
             f"epoch {epoch:>3}/{trainer.epochs}  step {trainer.step:>6}  train loss {train['loss']:.4f} "
-            f"acc {train['accuracy']:.4f}  test loss {test['loss']:.4f} acc {test['accuracy']:.4f}  "
+            f"acc {train['accuracy']:.4f}  {split} loss {held['loss']:.4f} acc {held['accuracy']:.4f}  "
             f"lr {trainer.last_lr:.4g}  {trainer.images_per_second():,.0f} img/s"
         )
 

@@ -279,7 +279,7 @@ class Trainer:
         return loss.detach()
 
     def _end_epoch(self) -> None:
-        """The epoch's training metrics over the job, every held-out split evaluated, checkpoints."""
+        """The epoch's training metrics over the job, the watched held-out split evaluated, checkpoints."""
         epoch = self.epoch + 1
         all_reduce_meter(self.meter, self.dist, self.device)
         self.last_train = self.meter.compute()
@@ -287,7 +287,7 @@ class Trainer:
             self._diverged()
         self._hook("on_train_epoch_end", epoch, self.last_train)
         self.last_eval = {}
-        for split in self.eval_batches:
+        for split in self.watched_splits():
             self.last_eval[split] = self.evaluate(split)
             self._hook("on_eval", split, self.last_eval[split])
         best = update_best(self.best, self.last_eval, epoch, self.step)
@@ -298,6 +298,11 @@ class Trainer:
         if best is not None:
             self._save(BEST)
         self._hook("on_epoch_end", epoch, self.last_train)
+
+    def watched_splits(self) -> list[str]:
+        """The splits evaluated after every epoch: the validation split when one is held out, so that
+        the test set is touched once, at the end (He et al. 2016 chose on a 45k/5k split); else test."""
+        return ["val"] if "val" in self.eval_batches else ["test"]
 
     def eval_model(self) -> nn.Module:
         """The model evaluated and saved: the EMA average if one is kept."""
