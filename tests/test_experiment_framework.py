@@ -39,7 +39,7 @@ def _spy_on_training(monkeypatch) -> list[dict]:
     return calls
 
 
-def test_a_sweep_resumes_a_stopped_run_and_reuses_a_finished_one(tmp_path, monkeypatch) -> None:
+def test_a_sweep_resumes_a_stopped_run_and_reuses_a_finished_one(tmp_path, monkeypatch, capsys) -> None:
     sweep = _sweep(tmp_path, reuse=True)
     net, seed = sweep.jobs()[0]
     run_dir = sweep.run_dir(net, seed)
@@ -63,6 +63,23 @@ def test_a_sweep_resumes_a_stopped_run_and_reuses_a_finished_one(tmp_path, monke
     assert reused.how == REUSED and len(calls) == 1  # read back: not trained again
     assert reused.result.summary == resumed.result.summary
     assert environment(runs=[*sweep.runs, *again.runs])["runs_reused"] == 1
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[run 1/1] tiny seed 0")]
+    assert len(said) == 4 and said[1].startswith("[run 1/1] tiny seed 0: resumed, test accuracy")
+    assert said[3].startswith("[run 1/1] tiny seed 0: reused")
+
+
+def test_a_sweep_reuses_runs_given_a_relative_data_folder(tmp_path, monkeypatch) -> None:
+    from formats import write_mnist
+
+    write_mnist(tmp_path / "data", n_train=64, n_test=16)
+    monkeypatch.chdir(tmp_path)  # the run records the folder as an absolute path; the sweep still matches it
+    settings = Settings(
+        out=tmp_path / "exp", data_dir="data", reuse_runs=True, device="cpu", precision="fp32"
+    )
+    net = Net("tiny", "skipnet", overrides=TINY)
+    first = Sweep(settings, [net], [0], recipe="quick", data="mnist", steps=2).train_all()["tiny"][0]
+    again = Sweep(settings, [net], [0], recipe="quick", data="mnist", steps=2).train_all()["tiny"][0]
+    assert (first.how, again.how) == (TRAINED, REUSED)
 
 
 def test_a_sweep_retrains_without_reuse_or_when_the_config_changed(tmp_path, monkeypatch) -> None:

@@ -145,6 +145,29 @@ def test_mlp_on_mnist_format_and_eval_command(tmp_path, capsys) -> None:
     assert '"dataset": "mnist"' in out and (run / "eval_mnist.json").is_file()
     saved = json.loads((run / "eval_mnist.json").read_text())
     assert len(saved["confusion_matrix"]) == 10 and saved["count"] == 32
+    # Per class, from the confusion matrix independently: the printed table and the saved figures.
+    conf = np.array(saved["confusion_matrix"])
+    expected = conf.diagonal() / np.maximum(conf.sum(1), 1)
+    assert saved["classes"] == [str(i) for i in range(10)]
+    assert saved["per_class_accuracy"] == pytest.approx(expected.tolist(), abs=0)
+    worst = int(np.argmin(expected))
+    table = out.split("class", 1)[1].splitlines()
+    assert table[1].split()[:2] == [str(worst), f"{expected[worst]:.2%}"]
+    assert len(repr(saved["loss"]).rstrip("0")) <= 9  # no float32 noise: 6 significant digits
+
+
+def test_eval_of_a_run_finds_the_data_folder_it_was_trained_on(tmp_path, monkeypatch, capsys) -> None:
+    write_mnist(tmp_path / "data", n_train=64, n_test=16)
+    monkeypatch.chdir(tmp_path)
+    cfg = {"model": {"name": "highway_mlp", "kwargs": {"depth": 2}}, "run": {"epochs": 1, "quiet": True}}
+    cfg["data"] = {"name": "mnist", "data_dir": "data", "batch_size": 32}  # relative, as typed
+    cfg["run"]["out"] = "run"
+    train(cfg)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["eval", str(tmp_path / "run")]) == 0  # no --data-dir: the run's own folder
+    assert '"count": 16' in capsys.readouterr().out
 
 
 def test_imagefolder_training_predict_and_plot(tmp_path, capsys) -> None:
@@ -278,6 +301,18 @@ def test_callbacks_see_step_0_of_a_fresh_run_and_every_log_interval(tmp_path) ->
     seen.clear()
     train(resume=tmp_path / "a", callbacks=[watch])  # 2 epochs × 22 steps; no second step 0
     assert [step for step, _ in seen] == [30, 40]
+
+
+def test_a_run_without_a_terminal_prints_every_log_intervals_record(tmp_path, capsys) -> None:
+    cfg = _cfg(tmp_path / "r", run={"log_every": 10, "epochs": 1, "quiet": False})
+    train(cfg)
+    out = capsys.readouterr().out
+    records = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r["split"] == "train_step"]
+    lines = [line.split() for line in out.splitlines() if line.startswith("  epoch")]
+    assert [line[5] for line in lines] == [str(r["step"]) for r in steps] == ["10", "20"]
+    assert [line[3] for line in lines] == ["10/22", "20/22"]
+    assert [float(line[7]) for line in lines] == pytest.approx([r["loss"] for r in steps], abs=1e-4)
 
 
 def test_tensorboard_and_metrics_keep_every_step_across_a_resume(tmp_path) -> None:

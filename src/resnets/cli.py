@@ -194,8 +194,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         options=_inference_options(args),
         flip_tta=args.tta == "flip",
     )
-    short = {k: v for k, v in metrics.items() if k not in ("confusion_matrix", "per_class_accuracy")}
-    print(json.dumps(short, indent=1))
+    long = ("confusion_matrix", "per_class_accuracy", "classes")
+    print(json.dumps({k: v for k, v in metrics.items() if k not in long}, indent=1))
+    print(per_class_table(metrics))
     views = "_flip_tta" if args.tta == "flip" else ""
     name = f"eval_{_file_part(metrics['dataset'])}{views}.json"
     # Beside the weights, except shipped ones: the installed package is not the user's to write in.
@@ -210,6 +211,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     write_text(out, json.dumps(metrics, indent=1) + "\n")
     print(f"saved {out}")
     return 0
+
+
+def per_class_table(metrics: dict[str, Any]) -> str:
+    """Accuracy and image count of each class, worst first: where a model goes wrong."""
+    rows = [
+        (acc, printable(str(name))[:40], sum(row))
+        for name, acc, row in zip(
+            metrics["classes"], metrics["per_class_accuracy"], metrics["confusion_matrix"], strict=True
+        )
+    ]
+    width = max([5, *(len(name) for _, name, _ in rows)])
+    lines = [f"{'class':<{width}}  accuracy  images"]
+    lines += [f"{name:<{width}}  {acc:8.2%}  {count:6d}" for acc, name, count in sorted(rows)]
+    return "\n".join(lines)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -230,7 +230,7 @@ class ClassificationMeter:
         }
         if per_class:
             conf = self.confusion.cpu()
-            totals = conf.sum(1).clamp_min(1)
-            out["per_class_accuracy"] = (conf.diag() / totals).tolist()
+            hits, totals = conf.diag().tolist(), conf.sum(1).tolist()
+            out["per_class_accuracy"] = [h / max(1, t) for h, t in zip(hits, totals, strict=True)]
             out["confusion_matrix"] = conf.tolist()  # rows: true class, columns: predicted
         return out

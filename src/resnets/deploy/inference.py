@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 
 from resnets.data import Batches, Normalize, load_dataset
@@ -33,6 +34,22 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
     """Rebuild a model from a resnets weights file, run directory or shipped weights name and load its
     weights strictly. The model is in eval mode and carries its metadata as `model.meta` (a ModelMeta)."""
     return model_from_file(weights_path(path)).to(device).eval()
+
+
+def recorded_data_dir(path: str | Path) -> str | None:
+    """The `data.data_dir` a run directory's config.yaml records, or None (a file, shipped weights, or a
+    run trained on data that needs no folder): where `resnets eval RUN` finds the run's dataset."""
+    config = Path(path) / "config.yaml"
+    if not config.is_file():
+        return None
+    try:
+        data = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("data") or {}
+    except (yaml.YAMLError, UnicodeDecodeError, AttributeError) as e:
+        raise CheckpointError(
+            f"{config} is not a readable run config ({type(e).__name__}); pass --data-dir to evaluate"
+        ) from None
+    value = data.get("data_dir") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
 
 
 @dataclass(frozen=True)
@@ -97,13 +114,16 @@ def evaluate(
     options: InferenceOptions = InferenceOptions(),
     flip_tta: bool = False,
 ) -> dict[str, Any]:
-    """Test-set metrics (loss, top-1/top-5, per-class accuracy, confusion matrix) of a saved model on
-    `data` (default: the dataset it was trained on), through the inference path `options` describe;
-    `flip_tta` averages each image's logits with its mirror image's."""
+    """Test-set metrics (loss, top-1/top-5, per-class accuracy with the class names, confusion matrix)
+    of a saved model on `data` (default: the dataset it was trained on, from the folder its run recorded
+    unless `data_dir` says otherwise), through the inference path `options` describe; `flip_tta`
+    averages each image's logits with its mirror image's."""
     dev = pick_device(device)
     model = load_model(path, dev)
     meta: ModelMeta = model.meta  # type: ignore[assignment]
     name = data or meta.dataset or "digits"
+    if data_dir is None and name == meta.dataset:
+        data_dir = recorded_data_dir(path)
     if data is None and name.startswith("imagefolder:"):
         raise CheckpointError(
             f"{path} was trained on {name[:300]}; resnets does not scan a folder a file names. Evaluate on "
@@ -131,7 +151,16 @@ def evaluate(
         net, batches, normalize, meta.num_classes, dev, precision, per_class=True, flip_tta=flip_tta
     )
     views = {"test_time_augmentation": "flip"} if flip_tta else {}
-    return {"model": meta.model, "dataset": name, "precision": precision, **views, **metrics}
+    # The loss is summed in float32: 6 significant digits are what it holds (accuracies are exact ratios).
+    metrics["loss"] = float(f"{metrics['loss']:.6g}")
+    return {
+        "model": meta.model,
+        "dataset": name,
+        "precision": precision,
+        **views,
+        **metrics,
+        "classes": list(splits.classes),
+    }
 
 
 @dataclass

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 
 class ConsoleLines(Callback):
-    """The run's lines on stdout."""
+    """The run's lines on stdout; where no progress bar shows (stderr is not a terminal: a log file, a
+    notebook, a CI job), also the step record of every log interval, so a long epoch is not silent."""
 
     def on_fit_start(self, trainer: Trainer, log: RunLog) -> None:
         """What is trained where, and how the global batch and learning rate are set."""
@@ -32,6 +33,18 @@ class ConsoleLines(Callback):
             f"{t.epochs} epochs × {t.steps_per_epoch} steps -> {t.run_dir}"
         )
         t.say(batch_line(trainer))
+
+    def on_step(self, trainer: Trainer, log: RunLog) -> None:
+        """The log interval's record (written just before) as a line, unless a progress bar shows it."""
+        r = log.last
+        if sys.stderr.isatty() or r.get("split") != "train_step":
+            return
+        batch = trainer.step - (trainer.epoch * trainer.steps_per_epoch)
+        trainer.say(
+            f"  epoch {r['epoch']:>3} batch {batch:>5}/{trainer.steps_per_epoch}  step {r['step']:>6}  "
+            f"loss {r['loss']:.4f}  acc {r['accuracy']:.4f}  lr {r['lr']:.4g}  "
+            f"{r['images_per_second']:,.0f} img/s"
+        )
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, train: dict[str, Any]) -> None:
         """One line per epoch: training and held-out (val, else test) loss and accuracy, lr, throughput."""

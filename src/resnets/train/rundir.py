@@ -46,6 +46,7 @@ class RunLog:
     def __init__(self, run_dir: Path, purge_step: int | None) -> None:
         self.path = run_dir / "metrics.jsonl"
         self.file = open_append(self.path)  # closed in close()
+        self.last: dict[str, Any] = {}  # the latest record, for what the console prints
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -55,6 +56,7 @@ class RunLog:
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record and mirror its numbers to TensorBoard as split/name."""
+        self.last = record
         self.file.write(json.dumps({k: _jsonable(v) for k, v in record.items()}) + "\n")
         self.file.flush()
         if self.tb is not None:
@@ -73,7 +75,7 @@ class NoLog(RunLog):
     """What ranks other than 0 log: nothing (rank 0 writes the run directory)."""
 
     def __init__(self) -> None:
-        pass
+        self.last = {}
 
     def write(self, record: dict[str, Any]) -> None:
         pass
@@ -115,6 +117,8 @@ def prepare_run_dir(cfg: TrainConfig, restarted: bool = False) -> Path:
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.run.out = str(run_dir)
+    if cfg.data.data_dir:  # absolute, so that eval and --resume find the data from any folder
+        cfg.data.data_dir = str(Path(cfg.data.data_dir).expanduser().resolve())
     write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     return run_dir
 

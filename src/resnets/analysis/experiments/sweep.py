@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,8 +110,12 @@ class Sweep:
         return Path(self.settings.out) / "runs" / name.replace(" ", "-")
 
     def train(self, net: Net, seed: int, callbacks: Sequence[Callback | StepFunction] = ()) -> Run:
-        """Train (or reuse, or resume) the run of `net` with `seed`; `callbacks` watch the training."""
+        """Train (or reuse, or resume) the run of `net` with `seed`; `callbacks` watch the training. Says
+        which run of the sweep it is on, and how it ended, so a long experiment is never silent."""
         run_dir = self.run_dir(net, seed)
+        where = f"[run {len(self.runs) + 1}/{len(self.jobs())}] {net.key} seed {seed}"
+        print(f"{where}: {net.model} -> {run_dir}", flush=True)
+        started = time.perf_counter()
         result, how = train_run(
             self.settings,
             net.model,
@@ -127,6 +132,12 @@ class Sweep:
         )
         run = Run(net, seed, run_dir, result, how)
         self.runs.append(run)
+        ended = (
+            "diverged (loss NaN)"
+            if result is None
+            else f"test accuracy {result.summary['test_accuracy']:.4f}"
+        )
+        print(f"{where}: {how}, {ended}, {time.perf_counter() - started:.0f} s", flush=True)
         return run
 
     def train_all(self) -> dict[str, list[Run]]:
@@ -223,9 +234,12 @@ def _same_config(run_dir: Path, cfg: TrainConfig) -> bool:
     saved = run_dir / "config.yaml"
     if not saved.is_file():
         return False
-    mine = cfg.to_dict()
+    mine, theirs = cfg.to_dict(), build_config(load_yaml(saved)).to_dict()
     mine["run"]["out"] = str(run_dir)
-    return build_config(load_yaml(saved)).to_dict() == mine
+    for d in (mine, theirs):  # a run records its data folder as an absolute path
+        if d["data"]["data_dir"]:
+            d["data"]["data_dir"] = str(Path(d["data"]["data_dir"]).expanduser().resolve())
+    return theirs == mine
 
 
 def _has_checkpoint(run_dir: Path) -> bool:
