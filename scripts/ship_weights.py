@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--command", required=True, help="the exact command that trained the run")
     parser.add_argument("--paper", type=float, default=None, help="the paper's accuracy for the model")
     parser.add_argument("--notes", default="")
+    parser.add_argument("--commit", help="the resnets commit the run trained on (default: HEAD)")
     args = parser.parse_args()
 
     summary = json.loads((args.run / "summary.json").read_text())
@@ -70,7 +71,7 @@ def main() -> None:
         dataset={meta.dataset!r},
         recipe={cfg["recipe"]!r},
         seed={cfg["run"]["seed"]},
-        commit={commit.stdout.strip()!r},
+        commit={args.commit or commit.stdout.strip()!r},
         test_accuracy={single},
         flip_tta_accuracy={flip},
         val_split={cfg["data"]["val_split"]},

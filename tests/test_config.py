@@ -102,6 +102,22 @@ def test_densenet_recipe_divides_at_half_and_three_quarters() -> None:
     )
 
 
+def test_a_run_cut_by_max_steps_gets_the_whole_schedule_compressed() -> None:
+    # densenet-cifar: divide by 10 at epochs 150 and 225 of 300; a run cut to 1,000 steps of 782-step
+    # epochs keeps those points at the same fractions: steps 500 and 750.
+    cfg = resolve_config("densenet-cifar")
+    lr = LrSchedule(cfg.schedule, 1000, 782, planned_steps=300 * 782)
+    assert [lr(s) for s in (0, 499, 500, 749, 750, 999)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    # fast-cifar: 1-epoch warm-up, cosine to 0 over 30; cut to 400 steps of 703: warm-up of 13 steps.
+    fast = LrSchedule(resolve_config("fast-cifar").schedule, 400, 703, planned_steps=30 * 703)
+    assert fast.warmup_steps == round(703 * 400 / (30 * 703)) == 13
+    assert fast(13) == pytest.approx(1.0) and fast(400) == pytest.approx(0.0)
+    assert LrSchedule(cfg.schedule, 300 * 782, 782, planned_steps=300 * 782).milestones == [
+        150 * 782,
+        225 * 782,
+    ]
+
+
 def test_cosine_onecycle_and_linear_warmup_shapes() -> None:
     cos = LrSchedule(ScheduleConfig(name="cosine", unit="step", warmup=10, warmup_factor=0.0), 110, 10)
     assert cos(0) == 0.0 and cos(5) == pytest.approx(0.5) and cos(10) == pytest.approx(1.0)

@@ -278,13 +278,16 @@ def test_resume_at_an_epoch_boundary_and_a_finished_run(tmp_path) -> None:
 
 def test_a_validation_split_is_watched_every_epoch_and_the_test_set_touched_once(tmp_path) -> None:
     run = tmp_path / "r"
-    summary = train(_cfg(run, data={"batch_size": 64, "val_split": 100})).summary
+    summary = train(_cfg(run, data={"batch_size": 64, "val_split": 100}, run={"precision": "fp32"})).summary
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records if r["split"] == "val"] == [1, 2]
     assert not [r for r in records if r["split"] == "test"]  # no per-epoch look at the test set
     assert summary["best"]["split"] == "val"
     # The one test evaluation, at the end, is that of the saved weights (checked through `resnets eval`).
-    again = resnets.evaluate(run / "model.safetensors", data="digits")
+    from resnets.deploy.inference import InferenceOptions
+
+    exact = InferenceOptions(precision="fp32", fuse=False)  # the trainer's own evaluation path
+    again = resnets.evaluate(run / "model.safetensors", data="digits", options=exact)
     assert summary["test_accuracy"] == pytest.approx(again["accuracy"], abs=1e-6)
 
 
@@ -315,6 +318,21 @@ def test_a_run_without_a_terminal_prints_every_log_intervals_record(tmp_path, ca
     assert [float(line[7]) for line in lines] == pytest.approx([r["loss"] for r in steps], abs=1e-4)
 
 
+def test_the_plot_of_a_one_epoch_run_draws_its_step_records_and_marks_the_epoch(tmp_path) -> None:
+    from resnets.analysis.plots import draw_runs
+
+    train(_cfg(tmp_path / "r", run={"log_every": 5, "epochs": 1}))
+    fig = draw_runs([tmp_path / "r"], log_loss=True)
+    ax_loss, ax_err = fig.axes[:2]
+    lines = {line.get_label().split(" ", 1)[1]: line for line in ax_err.get_lines()}
+    steps = lines["train (log interval)"]
+    assert list(steps.get_xdata()) == [5, 10, 15, 20]  # a curve, not one point
+    assert lines["test (epoch)"].get_marker() == "o" and list(lines["test (epoch)"].get_xdata()) == [22]
+    assert ax_loss.get_yscale() == "log" and ax_err.get_yscale() == "linear"
+    assert main(["plot", str(tmp_path / "r"), "--log-loss", "--out", str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+
+
 def test_tensorboard_and_metrics_keep_every_step_across_a_resume(tmp_path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -335,6 +353,22 @@ def test_logged_lr_is_the_one_the_step_used(tmp_path) -> None:
     train(_cfg(tmp_path / "r", run={"log_every": 1, "epochs": 1}))
     first = json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[0])
     assert first["step"] == 1 and first["lr"] == pytest.approx(0.01)
+
+
+def test_max_steps_shortens_the_schedule_and_the_header_says_so(tmp_path, capsys) -> None:
+    # quick: 15 epochs × 22 steps planned, 1-epoch warm-up from 0.1·lr, cosine to 0. Cut to 30 steps,
+    # the warm-up is round(22 · 30/330) = 2 steps and step 29 (0-based) is at the end of the cosine.
+    import math
+
+    train(_cfg(tmp_path / "r", run={"log_every": 1, "epochs": 15, "max_steps": 30, "quiet": False}))
+    assert "30 steps (1.36 of 22-step epochs, schedule compressed to fit)" in capsys.readouterr().out
+    lrs = [
+        r["lr"]
+        for r in map(json.loads, (tmp_path / "r" / "metrics.jsonl").read_text().splitlines())
+        if r["split"] == "train_step"
+    ]
+    expected = [0.01, 0.01 + 0.09 / 2] + [0.05 * (1 + math.cos(math.pi * (t - 2) / 28)) for t in range(2, 30)]
+    assert lrs == pytest.approx(expected, rel=1e-5)
 
 
 def test_a_stop_after_divergence_keeps_the_good_checkpoint(tmp_path) -> None:

@@ -274,7 +274,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from resnets.analysis.plots import plot_runs
 
     out = args.out or str(Path(args.runs[0]) / "plots" / "curves.png")
-    print(f"wrote {plot_runs(args.runs, out)}")
+    print(f"wrote {plot_runs(args.runs, out, log_loss=args.log_loss)}")
     return 0
 
 
@@ -538,9 +538,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_experiment_flags(rp)
     rp.set_defaults(func=cmd_reproduce)
 
-    pl = sub.add_parser("plot", help="draw loss and error curves of runs (train dashed, test solid)")
+    pl = sub.add_parser(
+        "plot", help="draw loss and error curves of runs (every log interval, epochs and evaluations marked)"
+    )
     pl.add_argument("runs", nargs="+", help="run directories")
     pl.add_argument("--out", help="PNG file (default RUN/plots/curves.png of the first run)")
+    pl.add_argument("--log-loss", action="store_true", help="the loss on a log scale")
     pl.set_defaults(func=cmd_plot)
     return parser
 

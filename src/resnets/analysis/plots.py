@@ -1,4 +1,5 @@
-"""Training curves from run directories (loss and error against steps, train dashed, test solid), and
+"""Training curves from run directories (loss and error against steps: step records as lines, epochs and
+evaluations as markers), and
 the figure helpers experiments share: a headless figure, saving it, a mean ± std curve over seeds."""
 
 from __future__ import annotations
@@ -58,35 +59,53 @@ def _records(run_dir: Path) -> list[dict]:
     return list(iter_json_lines(path))
 
 
-def plot_runs(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
-    """Draw loss and error (1 − accuracy) per epoch of every run on one figure and save it as PNG."""
-    import matplotlib
+# How each split of a run is drawn: the log-interval records as a line (the only curve a one-epoch or
+# --max-steps run has), every epoch's mean and each held-out evaluation as markers on it.
+SPLIT_STYLES = {
+    "train_step": {"ls": "-", "lw": 1.0, "alpha": 0.55},
+    "train": {"ls": "--", "marker": "s", "ms": 4},
+    "val": {"ls": ":", "marker": "^", "ms": 5},
+    "test": {"ls": "-", "marker": "o", "ms": 5},
+}
 
-    matplotlib.use("Agg")
+
+def draw_runs(run_dirs: Sequence[str | Path], log_loss: bool = False) -> Any:
+    """A figure of loss and error (1 − accuracy) against steps for every run: step records as a line,
+    epoch means and held-out evaluations as markers; `log_loss` puts the loss on a log scale."""
+    fig, axes = figure(2, 1, size=(5.5, 4.2))
+    ax_loss, ax_err = axes[0]
     import matplotlib.pyplot as plt
 
-    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(11, 4.2))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, run_dir in enumerate(run_dirs):
         records = _records(Path(run_dir))
-        color = colors[i % len(colors)]
-        label = Path(run_dir).name
-        for split, style in (("train", "--"), ("test", "-"), ("val", ":")):
+        color, label = colors[i % len(colors)], Path(run_dir).name
+        for split, style in SPLIT_STYLES.items():
             rows = [r for r in records if r.get("split") == split and "accuracy" in r]
             if not rows:
                 continue
             steps = [r["step"] for r in rows]
-            ax_loss.plot(steps, [r["loss"] for r in rows], style, color=color, label=f"{label} {split}")
-            ax_err.plot(
-                steps, [100 * (1 - r["accuracy"]) for r in rows], style, color=color, label=f"{label} {split}"
-            )
+            name = "train (log interval)" if split == "train_step" else f"{split} (epoch)"
+            kw = {"color": color, "label": f"{label} {name}", **style}
+            ax_loss.plot(steps, [r["loss"] for r in rows], **kw)
+            ax_err.plot(steps, [100 * (1 - r["accuracy"]) for r in rows], **kw)
     for ax, title in ((ax_loss, "loss"), (ax_err, "error (%)")):
         ax.set_xlabel("iterations")
         ax.set_title(title)
         ax.grid(alpha=0.3)
+    if log_loss:
+        ax_loss.set_yscale("log")
     ax_err.legend(fontsize=7)
-    fig.suptitle("train dashed, test solid")
+    fig.suptitle("training per log interval (line) and per epoch (squares); held-out: val ▲, test ●")
     fig.tight_layout()
+    return fig
+
+
+def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, log_loss: bool = False) -> Path:
+    """Draw every run's curves on one figure (see `draw_runs`) and save it as PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = draw_runs(run_dirs, log_loss)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     _save(fig, out)

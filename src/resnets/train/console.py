@@ -30,7 +30,7 @@ class ConsoleLines(Callback):
         t.say(
             f"training {t.cfg.model.name} ({count_params(t.model):,} params) on {data.name} "
             f"({len(data.train):,} train / {len(data.test):,} test), {t.device.type} {t.precision}, "
-            f"{t.epochs} epochs × {t.steps_per_epoch} steps -> {t.run_dir}"
+            f"{run_length(trainer)} -> {t.run_dir}"
         )
         t.say(batch_line(trainer))
 
@@ -61,6 +61,15 @@ class ConsoleLines(Callback):
             f"done: test accuracy {summary['test_accuracy']:.4f}, loss {summary['test_loss']:.4f} "
             f"in {summary['wall_seconds']:.1f} s; run directory {trainer.run_dir}"
         )
+
+
+def run_length(trainer: Trainer) -> str:
+    """'30 epochs × 703 steps', or '400 steps (0.51 of 781-step epochs)' for a run cut by --max-steps."""
+    t = trainer
+    if t.total_steps == t.epochs * t.steps_per_epoch:
+        return f"{t.epochs} epoch{'s' * (t.epochs != 1)} × {t.steps_per_epoch} steps"
+    schedule = ", schedule compressed to fit" if t.schedule.shrink < 1 else ""
+    return f"{t.total_steps} steps ({t.total_steps / t.steps_per_epoch:.2f} of {t.steps_per_epoch}-step epochs{schedule})"
 
 
 def batch_line(trainer: Trainer) -> str:

@@ -121,7 +121,12 @@ class Trainer:
         self.net = setup.wrap_model(self.model, cfg, dist, self.device, self.levers)
         self.lr = scaled_lr(cfg.optim, cfg.data.batch_size)
         self.optimizer = build_optimizer(self.model, dataclasses.replace(cfg.optim, lr=self.lr))
-        self.schedule = LrSchedule(cfg.schedule, self.total_steps, self.steps_per_epoch)
+        self.schedule = LrSchedule(
+            cfg.schedule,
+            self.total_steps,
+            self.steps_per_epoch,
+            setup.planned_steps(cfg, self.steps_per_epoch),
+        )
         self.scheduler = build_scheduler(self.optimizer, self.schedule)
         self.ema = build_ema(self.model, cfg.optim.ema_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")

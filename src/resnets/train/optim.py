@@ -40,21 +40,28 @@ def scaled_lr(cfg: OptimConfig, global_batch: int) -> float:
 
 
 class LrSchedule:
-    """The lr multiplier at optimizer step t (0-based) of a run of `total_steps`, as a pure function."""
+    """The lr multiplier at optimizer step t (0-based) of a run of `total_steps`, as a pure function.
+    `planned_steps`: the length the recipe laid the schedule out for (its epochs); a run cut shorter
+    (--max-steps) gets the same schedule compressed to its real length, so it still warms up, reaches
+    its milestones and decays, instead of stopping part-way through it."""
 
-    def __init__(self, cfg: ScheduleConfig, total_steps: int, steps_per_epoch: int) -> None:
+    def __init__(
+        self, cfg: ScheduleConfig, total_steps: int, steps_per_epoch: int, planned_steps: int | None = None
+    ) -> None:
         self.cfg, self.total = cfg, max(1, total_steps)
         self.per_epoch = max(1, steps_per_epoch)
+        self.shrink = min(1.0, self.total / planned_steps) if planned_steps else 1.0
         self.warmup_steps = self.to_steps(cfg.warmup, cfg.warmup_unit or cfg.unit)
         self.milestones = sorted(self.to_steps(m, cfg.unit) for m in cfg.milestones)
 
     def to_steps(self, amount: float, unit: str) -> int:
-        """Convert an amount in `unit` (epoch, step or fraction of the run) to optimizer steps."""
+        """Convert an amount in `unit` (epoch, step or fraction of the run) to optimizer steps of this
+        run (epochs and steps compressed as the run is, see `planned_steps`)."""
         if unit == "epoch":
-            return round(amount * self.per_epoch)
+            return round(amount * self.per_epoch * self.shrink)
         if unit == "fraction":
             return round(amount * self.total)
-        return round(amount)
+        return round(amount * self.shrink)
 
     def __call__(self, step: int) -> float:
         cfg = self.cfg

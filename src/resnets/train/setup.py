@@ -205,6 +205,11 @@ def count_steps(cfg: TrainConfig, steps_per_epoch: int) -> tuple[int, int]:
     return total, math.ceil(total / steps_per_epoch)
 
 
+def planned_steps(cfg: TrainConfig, steps_per_epoch: int) -> int | None:
+    """The run length the schedule is laid out for: the recipe's epochs (None: only --max-steps given)."""
+    return None if cfg.run.epochs is None else cfg.run.epochs * steps_per_epoch
+
+
 def model_meta(cfg: TrainConfig, data: DatasetSplits) -> ModelMeta:
     """What the run's weights files say about the model: enough to rebuild it and preprocess input."""
     c, h, w = data.image_shape
