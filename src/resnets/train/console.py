@@ -69,7 +69,8 @@ def run_length(trainer: Trainer) -> str:
     if t.total_steps == t.epochs * t.steps_per_epoch:
         return f"{t.epochs} epoch{'s' * (t.epochs != 1)} × {t.steps_per_epoch} steps"
     schedule = ", schedule compressed to fit" if t.schedule.shrink < 1 else ""
-    return f"{t.total_steps} steps ({t.total_steps / t.steps_per_epoch:.2f} of {t.steps_per_epoch}-step epochs{schedule})"
+    epochs = t.total_steps / t.steps_per_epoch
+    return f"{t.total_steps} steps ({epochs:.2f} of {t.steps_per_epoch}-step epochs{schedule})"
 
 
 def batch_line(trainer: Trainer) -> str:
