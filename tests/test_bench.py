@@ -33,6 +33,29 @@ def test_smoke_run_prints_machine_peaks_and_a_row_per_model_and_mode(capsys) -> 
             assert float(cells[4].replace(",", "")) > 0
 
 
+def test_smoke_is_two_steps_of_one_small_model_per_mode_without_peak_fractions(monkeypatch, capsys) -> None:
+    calls: list[int] = []
+    real = bench.median_rate
+
+    def counting(step, *args, **kwargs):
+        def counted() -> None:
+            calls.append(1)
+            step()
+
+        return real(counted, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "median_rate", counting)
+    modes = ["fp32", "unfused", "auto"]
+    assert main(["bench", "--smoke", "--modes", *modes]) == 0  # no --models: the smoke model only
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
+    assert [r.split("|")[1:3] for r in rows] == [[" resnet20 ", f" {m} "] for m in modes]
+    # Per mode: 1 warm-up + 1 timed step for inference, and as many for training where the mode trains.
+    assert len(calls) == 2 * (2 + 1 + 2)
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[6] == cells[10] == "–"  # no % of a peak measured on a 256×256 matmul
+
+
 def test_fraction_of_peak_uses_the_rows_precision() -> None:
     rows = [
         Row("m", "fp32", "fp32", 32, 10, 50.0, 32, 20, 100.0, None),

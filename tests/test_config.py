@@ -236,3 +236,20 @@ def test_a_recipe_registered_twice_is_refused_and_each_is_a_documented_function(
     assert RECIPES["quick"] is recipes.quick
     for name, recipe in RECIPES.items():
         assert recipe.__name__ == name.replace("-", "_") and recipe.__doc__, name
+
+
+def test_cifar_defaults_to_its_recipe_with_a_5k_validation_split() -> None:
+    # He et al. 2016 §4.2 chose on a 45k/5k train/val split; a CIFAR run with no recipe named gets
+    # fast-cifar, not the digits recipe, and the test set is evaluated once (see test_train).
+    cfg = resolve_config(flags={"data": {"name": "cifar100"}})
+    assert (cfg.recipe, cfg.data.name, cfg.data.val_split, cfg.data.batch_size) == (
+        "fast-cifar",
+        "cifar100",
+        5000,
+        64,
+    )
+    for recipe in ("fast-cifar", "he2016-cifar", "he2016b-preact-cifar", "densenet-cifar"):
+        assert resolve_config(recipe).data.val_split == 5000, recipe
+    assert resolve_config("quick", flags={"data": {"name": "cifar10"}}).recipe == "quick"  # named wins
+    assert resolve_config(flags={"data": {"name": "mnist"}}).recipe == "quick"
+    assert resolve_config(assignments=["data.name=cifar10", "data.val_split=0"]).data.val_split == 0

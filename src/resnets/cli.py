@@ -349,7 +349,7 @@ def _add_experiment_flags(p: argparse.ArgumentParser) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """`resnets bench`: training and inference images/s per model and mode, beside the matmul peak."""
-    from resnets.deploy.bench import DEFAULT_MODELS, run_benchmark
+    from resnets.deploy.bench import DEFAULT_MODELS, SMOKE_MODELS, run_benchmark
 
     if args.tune:
         from resnets.train.tune import tune_models
@@ -360,7 +360,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         )
         return 0
     run_benchmark(
-        args.models or list(DEFAULT_MODELS),
+        args.models or list(SMOKE_MODELS if args.smoke else DEFAULT_MODELS),
         args.modes,
         smoke=args.smoke,
         batch=args.batch_size,
@@ -389,7 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
     from resnets.train.recipes import RECIPES
 
     t = sub.add_parser("train", help="train a model (default: resnet20 on the bundled digits)")
-    t.add_argument("--recipe", choices=list(RECIPES), default=None, help="named recipe (default quick)")
+    t.add_argument(
+        "--recipe",
+        choices=list(RECIPES),
+        default=None,
+        help="named recipe (default: fast-cifar for cifar10/cifar100, quick otherwise)",
+    )
     t.add_argument("--config", action="append", metavar="FILE.yaml", help="config file(s), applied in order")
     t.add_argument("--model", help="model name (see `resnets models`)")
     t.add_argument(
@@ -509,7 +514,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--batch-size", type=_positive_int, help="training batch (default 128; resnet50 32)")
     b.add_argument("--steps", type=_positive_int, help="timed steps per repeat (default 5; resnet50 2)")
-    b.add_argument("--smoke", action="store_true", help="tiny sizes and one repeat: checks that it runs")
+    b.add_argument(
+        "--smoke",
+        action="store_true",
+        help="one small model (resnet20 unless --models), batch 8, two steps per mode: checks that it runs",
+    )
     b.add_argument(
         "--tune",
         action="store_true",

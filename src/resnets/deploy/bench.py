@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +47,8 @@ MODES = {
     "auto": Mode("auto", True, "auto", fuse=True),  # what `resnets train` / `resnets eval` do by default
     "compiled": Mode("compiled", True, "auto", compile=True, fuse=True),
 }
+SMOKE_MODELS = ("resnet20",)  # --smoke: one small model per mode, a few steps: checks that it runs
+SMOKE = {"batch": 8, "infer_batch": 8, "steps": 1, "repeats": 1, "warmup": 1}  # 2 calls per rate
 DEFAULT_MODELS = (
     "resnet20",
     "resnet56",
@@ -124,10 +127,10 @@ def _peak_memory_mb(device: torch.device) -> float | None:
 
 
 def median_rate(
-    step: Callable[[], None], batch: int, steps: int, repeats: int, device: torch.device
+    step: Callable[[], None], batch: int, steps: int, repeats: int, device: torch.device, warmup: int = 3
 ) -> float:
-    """Median images/s over `repeats` timings of `steps` calls (after three warm-up calls)."""
-    for _ in range(3):
+    """Median images/s over `repeats` timings of `steps` calls (after `warmup` untimed calls)."""
+    for _ in range(warmup):
         step()
     rates = []
     for _ in range(repeats):
@@ -148,6 +151,7 @@ def measure(
     infer_batch: int | None = None,
     steps: int | None = None,
     repeats: int = 3,
+    warmup: int = 3,
     device: torch.device | None = None,
 ) -> Row:
     """Training and inference throughput of model `name` in `mode` on synthetic data (batches of
@@ -177,7 +181,7 @@ def measure(
 
     _reset_peak_memory(device)
     model.train()
-    train_ips = median_rate(train_step, batch, steps, repeats, device) if mode.train else None
+    train_ips = median_rate(train_step, batch, steps, repeats, device, warmup) if mode.train else None
     peak = _peak_memory_mb(device)
 
     xi = torch.randn(infer_batch, c, h, h, device=device).contiguous(memory_format=fmt)
@@ -188,7 +192,7 @@ def measure(
         with torch.inference_mode(), autocast(device, precision):
             infer_net(xi)
 
-    infer_ips = median_rate(infer_step, infer_batch, steps, repeats, device)
+    infer_ips = median_rate(infer_step, infer_batch, steps, repeats, device, warmup)
     # Training costs about three forward passes (forward, and backward for inputs and weights).
     train_flops = 3 * count_flops(model, (c, train_size, train_size))
     infer_flops = count_flops(model, (c, h, h))
@@ -213,9 +217,14 @@ TABLE_HEADER = (
 )
 
 
-def format_row(r: Row, peaks: dict[str, float]) -> str:
-    """One Markdown row; the fraction of peak uses the bf16 peak for bf16 rows, else the fp32 peak."""
-    peak = peaks["bf16"] if r.precision == "bf16" else peaks["fp32"]
+def format_row(r: Row, peaks: dict[str, float] | None) -> str:
+    """One Markdown row; the fraction of peak uses the bf16 peak for bf16 rows, else the fp32 peak
+    (`peaks` None: a smoke run, whose one-step timings and small peak make a fraction meaningless)."""
+    peak = None if peaks is None else peaks["bf16"] if r.precision == "bf16" else peaks["fp32"]
+
+    def share(gflops: float | None) -> str:
+        return "–" if gflops is None or peak is None else f"{100 * gflops / peak:.1f}%"
+
     mem = f"{r.peak_mb:,.0f}" if r.peak_mb is not None else "–"
     cells = [
         r.model,
@@ -224,17 +233,17 @@ def format_row(r: Row, peaks: dict[str, float]) -> str:
         str(r.train_size),
         "–" if r.train_ips is None else f"{r.train_ips:,.0f}",
         "–" if r.train_gflops is None else f"{r.train_gflops:,.1f}",
-        "–" if r.train_gflops is None else f"{100 * r.train_gflops / peak:.1f}%",
+        share(r.train_gflops),
         str(r.infer_size),
         f"{r.infer_ips:,.0f}",
         f"{r.infer_gflops:,.1f}",
-        f"{100 * r.infer_gflops / peak:.1f}%",
+        share(r.infer_gflops),
         mem,
     ]
     return "| " + " | ".join(cells) + " |"
 
 
-def format_table(rows: Sequence[Row], peaks: dict[str, float]) -> str:
+def format_table(rows: Sequence[Row], peaks: dict[str, float] | None) -> str:
     """The header and one row per measurement, as Markdown."""
     return "\n".join([TABLE_HEADER, *(format_row(r, peaks) for r in rows)])
 
@@ -264,16 +273,13 @@ def run_benchmark(
         f"matmul peak ({size}×{size}, same run): fp32 {peaks['fp32']:,.0f} GFLOP/s, "
         f"bf16 {peaks['bf16']:,.0f} GFLOP/s"
     )
-    kwargs = (
-        {"batch": 8, "infer_batch": 8, "steps": 1, "repeats": 1}
-        if smoke
-        else {"batch": batch, "steps": steps}
-    )
+    kwargs: dict[str, Any] = dict(SMOKE) if smoke else {"batch": batch, "steps": steps}
+    shown = None if smoke else peaks  # a smoke run checks that each mode runs; its % of peak means nothing
 
     print_fn(TABLE_HEADER)
     rows = []
     for name in models:
         for mode in modes:  # each row is printed as soon as it is measured
             rows.append(measure(name, MODES[mode], device=device, **kwargs))
-            print_fn(format_row(rows[-1], peaks))
-    return format_table(rows, peaks)
+            print_fn(format_row(rows[-1], shown))
+    return format_table(rows, shown)

@@ -268,7 +268,7 @@ def resolve_config(
     assignments: Sequence[str] = (),
 ) -> TrainConfig:
     """Merge recipe → files → flags → `key=value` assignments and validate the result."""
-    from resnets.train.recipes import recipe_layer
+    from resnets.train.recipes import DEFAULT_RECIPES, recipe_layer
 
     layers = [load_yaml(f) for f in files]
     if recipe is not None:  # the --recipe flag sits above the files, like every other flag
@@ -276,14 +276,18 @@ def resolve_config(
     layers.append(dict(flags or {}))
     layers.extend(parse_assignment(a) for a in assignments)
     # The recipe may be named in any layer; the last one wins. Its values sit under every layer.
-    name = "quick"
+    name = None
     for layer in layers:
         name = layer.get("recipe", name)
-    if not isinstance(name, str):
-        raise ConfigError(f"recipe must be a recipe's name, got {name!r}")
     merged: dict[str, Any] = {}
     for layer in layers:
         merged = deep_merge(merged, layer)
+    if name is None:  # none named: the dataset's default (fast-cifar for CIFAR), else quick
+        data = merged.get("data")
+        dataset = data.get("name") if isinstance(data, Mapping) else None
+        name = DEFAULT_RECIPES.get(dataset, "quick") if isinstance(dataset, str) else "quick"
+    if not isinstance(name, str):
+        raise ConfigError(f"recipe must be a recipe's name, got {name!r}")
     model_name = merged.get("model", {}).get("name") if isinstance(merged.get("model"), Mapping) else None
     base = recipe_layer(name, model_name if isinstance(model_name, str) else None)
     return build_config(deep_merge(base, {**merged, "recipe": name}))

@@ -30,7 +30,7 @@ class ConsoleLines(Callback):
         t.say(
             f"training {t.cfg.model.name} ({count_params(t.model):,} params) on {data.name} "
             f"({len(data.train):,} train / {len(data.test):,} test), {t.device.type} {t.precision}, "
-            f"{run_length(trainer)} -> {t.run_dir}"
+            f"{run_length(trainer)}, recipe {t.cfg.recipe} -> {t.run_dir}"
         )
         t.say(batch_line(trainer))
 

@@ -203,7 +203,9 @@ def run_config(
     `log_points` sets the log interval to about that many logs over the run, whatever its length."""
     flags: dict[str, Any] = {
         "model": {"name": model},
-        "data": {"name": data, "data_dir": settings.data_dir},
+        # All training images, the test curve after every epoch: an experiment compares curves and
+        # chooses nothing on them (the CIFAR recipes' own 5k validation split is for choosing).
+        "data": {"name": data, "data_dir": settings.data_dir, "val_split": 0},
         "run": {
             "seed": seed,
             "out": str(run_dir),
