@@ -4,6 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The releases this project is tested with; any torch>=2.4 / torchvision>=0.19 works (override to change).
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+# Where pip finds torch. Empty: PyPI, whose Linux x86_64 build bundles CUDA (about 6 GB installed).
+# A machine without an NVIDIA GPU needs only the CPU build (under 1 GB):
+#   make train TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+TORCH_INDEX_FLAG := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 STAMP := $(VENV)/.installed
 
 .PHONY: help install train models test test-fast lint format clean
@@ -17,7 +22,7 @@ help:
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet $(TORCH_INDEX_FLAG) $(TORCH_SPEC)
 	$(BIN)/python -m pip install --quiet -e ".[test,export]"
 	@touch $@
 

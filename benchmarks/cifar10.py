@@ -1,6 +1,6 @@
 """Train resnet20 on the real CIFAR-10 with He et al.'s recipe, shortened to a few epochs, and print a table.
 
-    python benchmarks/cifar10.py --data-dir ../shared/data --epochs 5
+    python benchmarks/cifar10.py --data-dir DATA --epochs 5
 
 The recipe `he2016-cifar` (SGD 0.1, momentum 0.9, wd 1e-4, batch 128, ÷10 at 50% and 75% of the run:
 the paper's 32k/48k of 64k iterations) is kept; only the length is cut to `--epochs`. The paper's 64k
@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 import resnets
+from resnets.data.sources import default_data_dir
 from resnets.runtime import machine_line, pick_precision
 
 
@@ -24,7 +25,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument(
+        "--data-dir",
+        default=str(default_data_dir()),
+        help="folder holding cifar-10-batches-bin/ (default $RESNETS_DATA_DIR, else ~/.cache/resnets/data)",
+    )
     parser.add_argument("--model", default="resnet20")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--precision", default="auto")

@@ -1,6 +1,6 @@
 """One real CIFAR-10 training epoch, end to end: resnets' default path against the tutorial path.
 
-    python benchmarks/epoch.py --data-dir ../shared/data                  # resnet20 and resnet56
+    python benchmarks/epoch.py --data-dir DATA                  # resnet20 and resnet56
     python benchmarks/epoch.py --smoke                                    # seconds, on made-up data
 
 The tutorial path (benchmarks/common.py) is written as the PyTorch tutorials teach it: per-sample
@@ -21,6 +21,7 @@ from common import BATCH, machine_line, resnets_config, tutorial_train, write_fa
 
 import resnets
 from resnets.data import load_dataset
+from resnets.data.sources import default_data_dir
 
 
 def resnets_epoch(model_name: str, data_dir: str, compute: str = "default") -> float:
@@ -39,7 +40,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument(
+        "--data-dir",
+        default=str(default_data_dir()),
+        help="folder holding cifar-10-batches-bin/ (default $RESNETS_DATA_DIR, else ~/.cache/resnets/data)",
+    )
     parser.add_argument("--models", nargs="+", default=["resnet20", "resnet56"])
     parser.add_argument(
         "--rounds", type=int, default=1, help="interleaved rounds per model (median reported)"

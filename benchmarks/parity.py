@@ -1,7 +1,7 @@
 """Accuracy parity: resnets' fast default path and the fp32 tutorial path, trained for the same epochs
 with the same recipe and seeds, reach the same CIFAR-10 test accuracy.
 
-    python benchmarks/parity.py --data-dir ../shared/data                 # resnet20, 3 epochs, 3 seeds
+    python benchmarks/parity.py --data-dir DATA                 # resnet20, 3 epochs, 3 seeds
     python benchmarks/parity.py --smoke                                   # seconds, on made-up data
 
 Both paths train with SGD 0.1, momentum 0.9, wd 5e-4, a cosine schedule per step and batch 128
@@ -22,6 +22,7 @@ from common import machine_line, resnets_config, tutorial_accuracy, tutorial_tra
 
 import resnets
 from resnets.data import load_dataset
+from resnets.data.sources import default_data_dir
 
 
 def within_spread(a: list[float], b: list[float]) -> tuple[float, float, bool]:
@@ -36,7 +37,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument(
+        "--data-dir",
+        default=str(default_data_dir()),
+        help="folder holding cifar-10-batches-bin/ (default $RESNETS_DATA_DIR, else ~/.cache/resnets/data)",
+    )
     parser.add_argument("--model", default="resnet20")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -1,6 +1,6 @@
 """Epochs and wall time for a CIFAR-10 ResNet to reach the paper's test accuracy, per seed.
 
-    python benchmarks/time_to_accuracy.py --data-dir ../shared/data        # resnet20, fast-cifar, seeds 0 1 2
+    python benchmarks/time_to_accuracy.py --data-dir DATA        # resnet20, fast-cifar, seeds 0 1 2
     python benchmarks/time_to_accuracy.py --recipe he2016-cifar --epochs 30  # any recipe, for contrast
     python benchmarks/time_to_accuracy.py --smoke                          # seconds, on made-up data
 
@@ -24,6 +24,7 @@ from pathlib import Path
 from common import machine_line, write_fake_cifar10
 
 import resnets
+from resnets.data.sources import default_data_dir
 from resnets.runtime import pick_device, pick_precision
 
 # He et al. 2016, Table 6: CIFAR-10 test error (%) of the option-A ResNets.
@@ -85,7 +86,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument(
+        "--data-dir",
+        default=str(default_data_dir()),
+        help="folder holding cifar-10-batches-bin/ (default $RESNETS_DATA_DIR, else ~/.cache/resnets/data)",
+    )
     parser.add_argument("--model", default="resnet20")
     parser.add_argument("--recipe", default="fast-cifar")
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's length")

@@ -1,7 +1,7 @@
 """Write a small real image folder for README's fine-tuning example: the first PER_CLASS MNIST training
 digits of each class under train/, and the first TEST_PER_CLASS test digits under test/, as PNG files.
 
-    python scripts/mnist_folder.py ../shared/data/mnist /tmp/digits --per-class 50 --test-per-class 100
+    python scripts/mnist_folder.py DATA/mnist /tmp/digits --per-class 50 --test-per-class 100
 """
 
 from __future__ import annotations

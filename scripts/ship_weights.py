@@ -3,7 +3,7 @@ src/resnets/weights/MODEL_TAG.safetensors, evaluate it once on the official test
 flip TTA, through `resnets.evaluate`), record its logits on a fixed input for tests/test_pretrained.py,
 and print the PretrainedWeights entry to paste into src/resnets/weights/__init__.py.
 
-    python scripts/ship_weights.py RUN --tag cifar10 --data-dir ../shared/data \
+    python scripts/ship_weights.py RUN --tag cifar10 --data-dir DATA \
         --recipe-mean 0.9105 --recipe-std 0.0011 --recipe-seeds 3 --machine "AMD EPYC, 2 cores" \
         --command "python benchmarks/time_to_accuracy.py ..."
 """
@@ -21,6 +21,7 @@ import torch
 import yaml
 
 import resnets
+from resnets.data.sources import default_data_dir
 from resnets.io.weights import load_weights
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +33,11 @@ def main() -> None:
     )
     parser.add_argument("run", type=Path, help="a finished run directory")
     parser.add_argument("--tag", default="cifar10")
-    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument(
+        "--data-dir",
+        default=str(default_data_dir()),
+        help="folder holding cifar-10-batches-bin/ (default $RESNETS_DATA_DIR, else ~/.cache/resnets/data)",
+    )
     parser.add_argument("--recipe-mean", type=float, required=True)
     parser.add_argument("--recipe-std", type=float, required=True)
     parser.add_argument("--recipe-seeds", type=int, required=True)

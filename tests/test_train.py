@@ -210,10 +210,24 @@ def test_imagefolder_training_predict_and_plot(tmp_path, capsys) -> None:
         (["predict", "{tmp}/missing", "x.png"], "does not exist"),
     ],
 )
-def test_bad_input_exits_2_with_a_message(tmp_path, capsys, argv, message) -> None:
+def test_bad_input_exits_2_with_a_message(tmp_path, monkeypatch, capsys, argv, message) -> None:
+    monkeypatch.chdir(tmp_path)  # where a run without --out would go (runs/<model>-<data>-<time>)
     torch.save({"w": torch.zeros(1)}, tmp_path / "evil.pt")
     assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
     assert message in capsys.readouterr().err
+    # A run that failed before training began leaves no folder that would pass for a run.
+    assert list((tmp_path / "runs").glob("*")) == []
+
+
+def test_a_run_that_fails_in_setup_leaves_an_empty_out_folder_as_it_found_it(tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "ok").mkdir()
+    argv = ["train", "--data", "cifar10", "--data-dir", str(tmp_path / "ok"), "--quiet"]
+    assert main([*argv, "--out", str(out / "new")]) == 2  # no CIFAR-10 there
+    assert list(out.iterdir()) == []  # the folder it made is gone
+    assert main([*argv, "--out", str(out / "new")]) == 2  # and the same --out is not refused as a run
+    assert "cifar10 not found in" in capsys.readouterr().err
 
 
 def test_existing_run_is_not_overwritten(tmp_path, capsys) -> None:
@@ -248,6 +262,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path) -> None:
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 130, err
+    assert "interrupted: stopped at step" in err and "error:" not in err  # asked for, not a failure
     assert "checkpoint saved" in err and "--resume" in err
     _, state = load_checkpoint(run / "checkpoints" / "last")
     assert 0 < state["step"] < 40 * 22

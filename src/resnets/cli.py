@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from resnets.errors import ConfigError, ResnetsError, printable
+from resnets.errors import ConfigError, ResnetsError, TrainingInterrupted, printable
 from resnets.info import ModelInfo, model_info
 from resnets.io.atomic import write_text
 from resnets.registry import list_models
@@ -168,12 +168,20 @@ def _add_inference_flags(p: argparse.ArgumentParser, precision: str) -> None:
     p.add_argument(
         "--device", default="auto" if precision == "auto" else "cpu", help="auto | cpu | cuda | cuda:N"
     )
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=precision)
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default=precision,
+        help=f"autocast precision (default {precision}; auto: bf16 where the device has it natively, "
+        "else fp16 on CUDA, fp32 on a CPU)",
+    )
     p.add_argument(
         "--compile", action="store_true", help="torch.compile with frozen weights (~1 min to compile)"
     )
     p.add_argument("--no-fuse", dest="fuse", action="store_false", help="keep batch norms separate")
-    p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    p.add_argument(
+        "--no-channels-last", dest="channels_last", action="store_false", help="keep NCHW memory format"
+    )
 
 
 def _file_part(name: str, limit: int = 60) -> str:
@@ -332,13 +340,23 @@ def _int_list(text: str) -> list[int]:
 
 
 def _add_experiment_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quick", action="store_true", help="the few-minutes CPU setting (default: the paper's)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="the short CPU setting: a minute (backprop) to about half an hour (degradation) on 2 cores "
+        "(default: the paper's protocol, a GPU job)",
+    )
     p.add_argument("--budget", type=float, help="training epochs per run (fractions allowed)")
     p.add_argument("--depths", type=_int_list, help="comma-separated depths, e.g. 20,32,44,56")
     p.add_argument("--seeds", type=_int_list, help="comma-separated seeds (default 0,1 quick; 0,1,2 full)")
     p.add_argument("--data-dir", help="folder holding the dataset files")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="training precision of every run (default auto)",
+    )
     p.add_argument("--out", help="experiment directory (default experiments/NAME[-quick])")
     p.add_argument(
         "--reuse-runs",
@@ -382,7 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("models", help="list models with parameters, FLOPs, depth, skip kind and paper")
     p.add_argument("pattern", nargs="?", default=None, help="glob on model names, e.g. 'resnet*' or '*56'")
-    p.add_argument("--format", choices=("table", "markdown", "json"), default="table")
+    p.add_argument(
+        "--format",
+        choices=("table", "markdown", "json"),
+        default="table",
+        help="output format (default table)",
+    )
     p.add_argument("--pretrained", action="store_true", help="only models with shipped weights")
     p.set_defaults(func=cmd_models)
 
@@ -407,12 +430,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--download", action="store_true", default=None, help="download the dataset if missing")
     t.add_argument("--val-split", type=int, help="hold out N training images for validation")
     t.add_argument("--skip-bad-images", action="store_true", default=None, help="skip unreadable image files")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--max-steps", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"))
+    t.add_argument("--epochs", type=_positive_int, help="training epochs (default: the recipe's)")
+    t.add_argument(
+        "--max-steps",
+        type=_positive_int,
+        help="stop after N optimizer steps; the recipe's schedule is compressed to fit",
+    )
+    t.add_argument("--batch-size", type=_positive_int, help="images per step (default: the recipe's)")
+    t.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
+    t.add_argument(
+        "--seed", type=int, help="seed of the initial weights, data order and augmentation (default 0)"
+    )
+    t.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        help="autocast precision (default auto: bf16 where the device has it natively, else fp16 on CUDA, "
+        "fp32 on a CPU)",
+    )
     t.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     levers = "(default: timed on first use of the model and machine, then cached; `resnets bench --tune`)"
     t.add_argument(
@@ -450,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
         "path", help="run directory, model .safetensors file, or shipped weights (resnet20.cifar10)"
     )
     e.add_argument("--data", help="dataset (default: the one it was trained on)")
-    e.add_argument("--data-dir")
+    e.add_argument("--data-dir", help="folder holding the dataset files (default: the one the run recorded)")
     e.add_argument(
         "--tta",
         choices=("none", "flip"),
@@ -479,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument(
         "path", help="run directory, model .safetensors file, or shipped weights (resnet20.cifar10)"
     )
-    xp.add_argument("--format", choices=list(FORMATS), required=True)
+    xp.add_argument("--format", choices=list(FORMATS), required=True, help="what to write")
     xp.add_argument(
         "--out", help="output file (default: beside the weights, model.onnx / .torchscript.pt / .pt2)"
     )
@@ -532,10 +566,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser(
         "experiment",
         help="run an experiment: figure, table and verdict",
-        description="\n".join(f"{k}: {v.summary}" for k, v in EXPERIMENTS.items()),
+        description="\n".join(f"{k}: {v.summary}" for k, v in EXPERIMENTS.items() if k != "reproduce"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ex.add_argument("name", choices=[k for k in EXPERIMENTS if k != "reproduce"])
+    ex.add_argument(
+        "name", choices=[k for k in EXPERIMENTS if k != "reproduce"], help="which experiment (listed above)"
+    )
     ex.add_argument("--data", help="dataset (default: the experiment's)")
     _add_experiment_flags(ex)
     ex.set_defaults(func=cmd_experiment)
@@ -543,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     from resnets.analysis.experiments.reproduce import ALIASES, PAPER_ERROR
 
     rp = sub.add_parser("reproduce", help="train with a paper's recipe; our error beside the paper's")
-    rp.add_argument("recipe", choices=[*PAPER_ERROR, *ALIASES])
+    rp.add_argument("recipe", choices=[*PAPER_ERROR, *ALIASES], help="the paper's recipe to train with")
     _add_experiment_flags(rp)
     rp.set_defaults(func=cmd_reproduce)
 
@@ -563,11 +599,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args))
+    except TrainingInterrupted as err:  # asked for, not a failure: the checkpoint to resume is named
+        print(f"interrupted: {printable(str(err))}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # outside a training loop (loading data, evaluating): nothing to save
+        print(f"interrupted: resnets {args.command} stopped by Ctrl-C", file=sys.stderr)
+        return 130
     except ResnetsError as err:
-        from resnets.train.engine import TrainingInterrupted
-
         print(f"error: {printable(str(err))}", file=sys.stderr)
-        return 130 if isinstance(err, TrainingInterrupted) else 2
+        return 2
 
 
 if __name__ == "__main__":

@@ -2,8 +2,7 @@
 
 
 class ResnetsError(Exception):
-    """Base class; the command line prints these as `error: …` and exits with status 2 (130 for an
-    interrupted run)."""
+    """Base class; the command line prints these as `error: …` and exits with status 2."""
 
 
 class UnknownModelError(ResnetsError, KeyError):
@@ -23,6 +22,15 @@ class ConfigError(ResnetsError, ValueError):
 
 class CheckpointError(ResnetsError):
     """A weights or checkpoint file is missing, unsafe or broken."""
+
+
+class TrainingDiverged(ResnetsError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(ResnetsError):
+    """The run was stopped (Ctrl-C or a requested stop) after saving a checkpoint; the command line
+    prints it as `interrupted: …` and exits with 130, as a shell does for SIGINT."""
 
 
 def printable(text: str) -> str:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnets.data import AlternatingFlips, Normalize, epoch_generator, random_crop_flip
-from resnets.errors import ConfigError, ResnetsError, printable
+from resnets.errors import ConfigError, TrainingDiverged, TrainingInterrupted, printable
 from resnets.registry import get_spec
 from resnets.runtime import ClassificationMeter, autocast, evaluate_batches, pick_device, pick_precision
 from resnets.train import setup
@@ -47,6 +47,7 @@ from resnets.train.rundir import (
     MetricsLog,
     NoLog,
     RunLog,
+    discard_unstarted_run,
     run_lock,
     truncate_metrics,
 )
@@ -54,14 +55,6 @@ from resnets.train.state import capture_state, restore_state, update_best
 from resnets.train.summary import SUMMARY_KEYS, finish_run
 
 __all__ = ["SUMMARY_KEYS", "RunResult", "Trainer", "TrainingDiverged", "TrainingInterrupted"]
-
-
-class TrainingDiverged(ResnetsError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-class TrainingInterrupted(ResnetsError):
-    """The run was stopped (Ctrl-C or a requested stop) after saving a checkpoint."""
 
 
 @dataclass
@@ -93,6 +86,7 @@ class Trainer:
         printing = [] if self.quiet else [ProgressBar(), ConsoleLines()]
         self.callbacks = [MetricsLog(), *printing, *as_callbacks(callbacks)]
         self.stop_requested = False
+        self.set_up = False  # _setup finished: from here on a failed run keeps its folder
 
     def _setup(self) -> None:
         cfg, dist = self.cfg, self.dist
@@ -132,6 +126,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.meta = setup.model_meta(cfg, self.data)
         self.last_lr = self.optimizer.param_groups[0]["lr"]
+        self.set_up = True
 
     def _save(self, name: str, batch: int = 0) -> None:
         """Checkpoint `name` at the end of the epoch (batch 0) or mid-epoch after `batch` batches."""
@@ -188,8 +183,13 @@ class Trainer:
     # -- the loop
     def fit(self) -> RunResult:
         """Train, evaluate each epoch, checkpoint, and write the run directory; returns the result."""
-        with run_lock(self.run_dir, self.dist.is_main):
-            return self._fit()
+        try:
+            with run_lock(self.run_dir, self.dist.is_main):
+                return self._fit()
+        except BaseException:
+            if not self.resume and not self.set_up and self.dist.is_main:
+                discard_unstarted_run(self.run_dir)
+            raise
 
     def _fit(self) -> RunResult:
         log = self._start()

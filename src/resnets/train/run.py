@@ -25,7 +25,8 @@ def train(
     callbacks: Sequence[Callback | StepFunction] = (),
 ) -> RunResult:
     """Train a model. `config` is a TrainConfig or a nested mapping of overrides on the recipe it names
-    (default recipe `quick`); `resume=RUN_DIR` continues a stopped run exactly where it stopped.
+    (default: `fast-cifar` for CIFAR data, else `quick`); `resume=RUN_DIR` continues a stopped run
+    exactly where it stopped.
     `stop_after_steps` stops (as Ctrl-C does) after that many steps, leaving a resumable checkpoint;
     `callbacks` are `resnets.train.callbacks.Callback`s, or plain functions `f(trainer, log)` called in a
     fresh run at step 0 and at every log interval. Under torchrun every process calls

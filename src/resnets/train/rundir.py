@@ -123,6 +123,18 @@ def prepare_run_dir(cfg: TrainConfig, restarted: bool = False) -> Path:
     return run_dir
 
 
+def discard_unstarted_run(run_dir: Path) -> None:
+    """Remove what `prepare_run_dir` and the lock wrote into a run that failed before training began
+    (no data, a bad model): a folder holding only config.yaml would pass for a run and block its --out.
+    The folder goes too if nothing else is in it (it was new or empty: nothing saved is lost)."""
+    if find_checkpoint(run_dir / "checkpoints" / LAST) or (run_dir / "summary.json").exists():
+        return  # never: a run with a checkpoint has started
+    for name in ("config.yaml", LOCK_FILE, JOB_MARKER):
+        (run_dir / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty: what else is there is not ours to delete
+        run_dir.rmdir()
+
+
 def _is_run(folder: Path) -> bool:
     try:
         build_config(load_yaml(folder / "config.yaml"))
