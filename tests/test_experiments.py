@@ -5,6 +5,7 @@ import json
 import math
 
 import pytest
+import torch
 
 import resnets
 from formats import write_cifar10, write_mnist
@@ -13,10 +14,17 @@ from resnets.analysis.experiments.degradation import degrades, final_train_error
 from resnets.analysis.experiments.dynamics import dynamics_verdict, init_mean, phase_means
 from resnets.analysis.experiments.gradients import first_last_ratio, gradients_verdict, spread, wider
 from resnets.analysis.experiments.highway import carry_gate_bias, trains
-from resnets.analysis.experiments.lesion import downsampling
+from resnets.analysis.experiments.lesion import (
+    deletion_curve,
+    downsampling,
+    lesion_verdict,
+    single_increases,
+    smooth_growth,
+)
 from resnets.analysis.experiments.reproduce import models_for
 from resnets.analysis.report import Report, change_beyond_spread, markdown_table, mean_std, pm, write_report
 from resnets.cli import main
+from resnets.data import load_dataset
 from resnets.errors import ConfigError
 
 
@@ -116,6 +124,44 @@ def test_lesion_knows_the_downsampling_blocks_and_reproduce_its_tables() -> None
         models_for("he2016-cifar", [21])
 
 
+def _lesion_run(intact: float, single: list[float], several: dict, swaps: dict) -> dict:
+    return {
+        "intact": intact,
+        "single": single,
+        "several": several,
+        "reordered": swaps,
+        "downsampling": [3, 6],
+    }
+
+
+def test_lesion_verdicts_on_constructed_numbers() -> None:
+    # Veit et al.'s picture: the residual net loses ~1 point per deleted block, smoothly; the plain net
+    # is at chance after one deletion or one swap.
+    assert smooth_growth([0.08, 0.09, 0.11, 0.13, 0.16]) and not smooth_growth([0.10, 0.88, 0.90, 0.90])
+    assert not smooth_growth([0.10, 0.09, 0.08])  # falling is not growth
+    residual = _lesion_run(
+        0.08,
+        [0.09, 0.09, 0.10, 0.5, 0.10, 0.09, 0.6, 0.11, 0.10],
+        {1: [0.09, 0.10], 2: [0.11, 0.12], 3: [0.13, 0.15]},
+        {1: [0.085, 0.09], 2: [0.10, 0.10]},
+    )
+    plain = _lesion_run(
+        0.12, [0.9] * 9, {1: [0.88, 0.90], 2: [0.90, 0.90], 3: [0.90, 0.90]}, {1: [0.85, 0.9], 2: [0.9, 0.9]}
+    )
+    # One net: the increases of each non-downsampling block (blocks 3 and 6 left out).
+    assert single_increases([residual]) == pytest.approx([0.01, 0.01, 0.02, 0.02, 0.01, 0.03, 0.02])
+    assert deletion_curve([residual]).mean == pytest.approx([0.08, 0.095, 0.115, 0.14])
+    verdict = lesion_verdict({"residual": [residual], "plain": [plain]}, 20)
+    assert "resnet20 by a median 2.00 points and that of plain20 by 78.00" in verdict
+    assert "survives single lesions" in verdict and "grows smoothly from 8.0% to 14.0%" in verdict
+    assert "plain20 is at 89.0% after one" in verdict and "reordering barely hurts" in verdict
+    # A residual net that collapses like the plain one is called so.
+    broken = {"residual": [plain], "plain": [plain]}
+    verdict = lesion_verdict(broken, 20)
+    assert "not more robust here" in verdict and "does not grow smoothly" in verdict
+    assert "not more robust to reordering" in verdict
+
+
 def test_report_files_and_helpers(tmp_path) -> None:
     assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2))) and mean_std([5.0]) == (5.0, 0.0)
     assert pm([0.1, 0.3], 100, 1) == "20.0 ± 14.1" and pm([0.5], 100) == "50.00"
@@ -151,17 +197,41 @@ def test_backprop_experiment_agrees_on_trained_nets(tmp_path) -> None:
 @pytest.mark.slow
 def test_lesion_and_reproduce_experiments_on_tiny_cifar(tmp_path, data_dir) -> None:
     common = {"quick": True, "data_dir": data_dir, "seeds": [0, 1], "budget": 1.0, "precision": "fp32"}
-    report, _ = run_experiment("lesion", Settings(out=tmp_path / "lesion", **common))
+    report, _ = run_experiment(
+        "lesion", Settings(out=tmp_path / "lesion", **common)
+    )  # --budget: trained here
     results = _check_outputs(tmp_path / "lesion", "lesion")
+    assert results["settings"]["nets"] == "trained" and len(results["results"]["residual"]) == 2
     for kind in ("residual", "plain"):
         for r in results["results"][kind]:
             assert len(r["single"]) == 9 and all(0 <= e <= 1 for e in r["single"])
-            assert r["downsampling"] == [3, 6] and set(r["several"]) == {"1", "2", "3", "4"}
+            assert r["downsampling"] == [3, 6] and set(r["several"]) == {str(k) for k in range(1, 8)}
+            assert set(r["reordered"]) == {str(k) for k in range(1, 6)}  # 5 same-shape pairs
+            assert all(len(v) == 3 for v in [*r["several"].values(), *r["reordered"].values()])
     report, _ = run_experiment(
         "reproduce", Settings(out=tmp_path / "rep", depths=[20], recipe="he2016-cifar", **common)
     )
     assert report.verdict.startswith("SHORTENED RUN (1.0 of 164 epochs)")
     assert len(report.results["errors"]["resnet20"]) == 2
+
+
+def test_lesion_of_the_shipped_nets_uses_their_weights_and_normalisation(tmp_path, data_dir) -> None:
+    settings = Settings(out=tmp_path / "lesion", data_dir=data_dir, seeds=[0], precision="fp32")
+    report, _ = run_experiment("lesion", settings)
+    results = _check_outputs(tmp_path / "lesion", "lesion")
+    assert results["settings"]["weights"] == ["resnet20.cifar10", "plain20.cifar10"]
+    assert "shipped weights resnet20.cifar10, plain20.cifar10" in report.notes[0]
+    # The intact error, computed here from the raw test bytes with the published CIFAR-10 statistics
+    # the weights were trained with, in plain torch.
+    test = load_dataset("cifar10", data_dir=data_dir).test
+    mean = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
+    std = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
+    model = resnets.create_model("resnet20", weights="cifar10").eval()
+    with torch.no_grad():
+        predicted = model((test.images.float() / 255 - mean) / std).argmax(1)
+    expected = (predicted != test.labels).float().mean().item()
+    assert results["results"]["residual"][0]["intact"] == pytest.approx(expected, abs=1e-6)
+    assert len(results["results"]["residual"][0]["several"]["1"]) == 3  # DRAWS for the one seed
 
 
 @pytest.mark.slow

@@ -1,4 +1,6 @@
-"""Probes inside networks: gradient norms per layer, branch/skip norms, gates, lesions."""
+"""Probes inside networks: gradient norms per layer, branch/skip norms, gates, lesions, reordering."""
+
+import copy
 
 import pytest
 import torch
@@ -10,7 +12,9 @@ from resnets.analysis.probes import (
     lesioned,
     record_branches,
     record_gates,
+    reordered,
     skip_blocks,
+    swappable_pairs,
     weight_layers,
 )
 from resnets.layers import ZeroPadShortcut
@@ -149,3 +153,35 @@ def test_a_lesioned_preact_block_with_projections_passes_its_projected_preactiva
         got = model(x)
     with torch.no_grad():
         torch.testing.assert_close(got, _forward_replacing(model, x, k, by_hand), rtol=1e-10, atol=1e-10)
+
+
+def test_swappable_pairs_are_the_same_shape_blocks_of_a_stage() -> None:
+    # resnet20: three stages of three blocks; the first block of stages 2 and 3 halves the map and
+    # doubles the width, so it trades places with nothing (He et al. 2016, §4.2).
+    x = torch.zeros(1, 3, 32, 32)
+    expected = [(0, 1), (0, 2), (1, 2), (4, 5), (7, 8)]
+    assert swappable_pairs(resnets.create_model("resnet20"), x) == expected
+    assert swappable_pairs(resnets.create_model("plain20"), x) == expected
+    assert len(swappable_pairs(resnets.create_model("resnet56"), x)) == 36 + 28 + 28  # C(9,2) + 2 C(8,2)
+
+
+def test_reordering_runs_the_blocks_in_the_swapped_order_and_restores_on_exit() -> None:
+    torch.manual_seed(0)
+    model = resnets.create_model("resnet20").double().eval()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    # The same net rebuilt with its blocks physically in the order (2, 0, 1) in stage 1 and (8, 7) in stage 3.
+    rebuilt = copy.deepcopy(model)
+    b = [m for _, m in skip_blocks(rebuilt)]
+    rebuilt.layer1 = torch.nn.Sequential(b[2], b[0], b[1])
+    rebuilt.layer3 = torch.nn.Sequential(b[6], b[8], b[7])
+    with torch.no_grad():
+        before = model(x)
+        with reordered(model, [(0, 2), (1, 2), (7, 8)]):  # (0,1,2) → (2,1,0) → (2,0,1)
+            swapped = model(x)
+        after = model(x)
+        expected = rebuilt(x)
+    torch.testing.assert_close(swapped, expected, rtol=0, atol=0)
+    assert not torch.allclose(swapped, before) and torch.equal(after, before)
+    assert [n for n, _ in skip_blocks(model)] == [n for n, _ in skip_blocks(rebuilt)]
+    with pytest.raises(IndexError, match="9 blocks"), reordered(model, [(0, 9)]):
+        pass

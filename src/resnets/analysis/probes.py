@@ -149,3 +149,56 @@ def lesioned(model: nn.Module, indices: Sequence[int]) -> Iterator[None]:
     finally:
         for h in hooks:
             h.remove()
+
+
+def block_shapes(model: nn.Module, sample: torch.Tensor) -> list[tuple[torch.Size, torch.Size]]:
+    """(input shape, output shape) of every block (see `skip_blocks`) on one forward pass of `sample`."""
+    blocks = skip_blocks(model)
+    shapes: list[tuple[torch.Size, torch.Size] | None] = [None] * len(blocks)
+
+    def keep(k: int):
+        def hook(_m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            shapes[k] = (inputs[0].shape, out.shape)
+
+        return hook
+
+    hooks = [b.register_forward_hook(keep(k)) for k, (_, b) in enumerate(blocks)]
+    try:
+        with torch.no_grad():
+            model(sample)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [s for s in shapes if s is not None]
+
+
+def swappable_pairs(model: nn.Module, sample: torch.Tensor) -> list[tuple[int, int]]:
+    """Pairs of blocks (i < j) that can trade places: each maps its input shape to itself and both see
+    the same shape (Veit et al. 2016, §4.3: blocks "with compatible dimensionality")."""
+    shapes = block_shapes(model, sample)
+    same = [i for i, (a, b) in enumerate(shapes) if a == b]
+    return [(i, j) for n, i in enumerate(same) for j in same[n + 1 :] if shapes[i] == shapes[j]]
+
+
+@contextlib.contextmanager
+def reordered(model: nn.Module, swaps: Sequence[tuple[int, int]]) -> Iterator[None]:
+    """Within the block, the blocks run in another order: each (i, j) in `swaps` exchanges the blocks at
+    positions i and j (see `skip_blocks`), one swap after the other (Veit et al. 2016's reordering)."""
+    blocks = skip_blocks(model)
+    bad = [p for p in swaps for i in p if not 0 <= i < len(blocks)]
+    if bad:
+        raise IndexError(f"block pairs {bad} out of range: the model has {len(blocks)} blocks")
+    order = [b for _, b in blocks]
+    for i, j in swaps:
+        order[i], order[j] = order[j], order[i]
+
+    def place(modules: Sequence[nn.Module]) -> None:
+        for (name, _), module in zip(blocks, modules, strict=True):
+            parent, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent), attr, module)
+
+    place(order)
+    try:
+        yield
+    finally:
+        place([b for _, b in blocks])

@@ -46,7 +46,6 @@ def environment(device: torch.device | None = None, runs: Sequence[Any] | None =
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         **runtime.environment(device, None if runs is None else len(runs)),
         "resnets": __version__,
-        "precision_auto": runtime.pick_precision("auto", device or torch.device("cpu")),
     }
     if runs is not None:
         # Which runs this process trained matters for the timings and for trusting a --reuse-runs report.

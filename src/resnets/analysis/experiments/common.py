@@ -94,10 +94,14 @@ def probe_batch(
     return x.to(device), labels.to(device)
 
 
-def held_out_split(data: str, data_dir: str | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The whole test split, normalised, and its labels."""
+def held_out_split(
+    data: str, data_dir: str | None, normalized: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole test split, normalised with the training split's statistics (`normalized=False`: the
+    stored images, for weights that carry their own), and its labels."""
     splits = dataset_splits(data, data_dir)
-    return Normalize(splits.mean, splits.std)(splits.test.images), splits.test.labels
+    images = splits.test.images
+    return (Normalize(splits.mean, splits.std)(images) if normalized else images), splits.test.labels
 
 
 def error_rate(

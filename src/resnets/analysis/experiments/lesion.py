@@ -1,16 +1,24 @@
-"""lesion (Veit, Wilber & Belongie 2016): delete residual blocks of a trained network at test time and
-measure the test error; the same for its plain twin.
+"""lesion (Veit, Wilber & Belongie 2016): delete or reorder the blocks of a trained network at test time
+and measure the test error; the same for its plain twin.
 
 A deleted block passes on only its skip path (for a plain block, the parameter-free identity, option A
-where the shape changes). Veit et al. found that deleting one block of a ResNet barely changes the
-error, except at the downsampling blocks, that the error grows smoothly with the number deleted, and
-that deleting a layer of a plain network destroys it.
+where the shape changes). Veit et al. found, for a fully trained ResNet-110 on CIFAR-10 (§4.2–4.3,
+Fig. 3): deleting one block barely changes the error, except at the downsampling blocks; the error grows
+smoothly with the number of blocks deleted at random; swapping pairs of blocks of the same shape raises
+it smoothly too; and deleting one layer of a plain network (VGG-15) sends it to chance.
+
+The nets: resnets' shipped CIFAR-10 weights where both twins of the depth are shipped (resnet20.cifar10
+and plain20.cifar10: trained to within a point of their full accuracy, the regime the paper measures),
+else each seed's nets trained here for `--budget` epochs.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 import statistics
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -19,20 +27,21 @@ from resnets.analysis.experiments.common import Settings, error_rate, held_out_s
 from resnets.analysis.experiments.registry import experiment
 from resnets.analysis.experiments.sweep import Sweep, grid
 from resnets.analysis.plots import figure, plot_curve, save_figure
-from resnets.analysis.probes import lesioned, skip_blocks
+from resnets.analysis.probes import lesioned, reordered, skip_blocks, swappable_pairs
 from resnets.analysis.report import (
+    Curve,
     Report,
     change_beyond_spread,
     environment,
     markdown_table,
-    mean_curve,
     mean_profile,
     mean_std,
     pm,
 )
 
 NETS = {"residual": "resnet{d}", "plain": "plain{d}"}
-DRAWS = 5  # random block sets per number deleted
+DRAWS = 3  # random block sets (and random swaps) per number deleted (swapped), per seed
+QUICK_TEST_IMAGES = 5000  # --quick evaluates the first 5,000 test images (binomial std ≈ 0.4 points at 10%)
 
 
 def downsampling(model: torch.nn.Module) -> list[int]:
@@ -49,43 +58,86 @@ def lesion_errors(
     model: torch.nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    max_deleted: int,
-    seed: int,
+    seeds: Sequence[int],
     precision: str = "auto",
+    draws: int = DRAWS,
 ) -> dict:
-    """Test error intact, with each single block deleted, and with k random non-downsampling blocks
-    deleted (k = 1…max_deleted, DRAWS draws each)."""
-    blocks = skip_blocks(model)
-    down = downsampling(model)
+    """Test error of one net: intact, with each single block deleted, with k random non-downsampling
+    blocks deleted (k = 1 … all of them) and after k random swaps of same-shape blocks (k = 1 … the
+    number of such pairs); `draws` random sets per k for each seed in `seeds`."""
+    blocks, down = skip_blocks(model), downsampling(model)
+    pairs = swappable_pairs(model, x[:1])
     single = []
     for i in range(len(blocks)):
         with lesioned(model, [i]):
             single.append(error_rate(model, x, y, precision))
-    rng = random.Random(seed)
     keep = [i for i in range(len(blocks)) if i not in down]
-    several = {}
-    for k in range(1, min(max_deleted, len(keep)) + 1):
-        errs = []
-        for _ in range(DRAWS):
-            with lesioned(model, rng.sample(keep, k)):
-                errs.append(error_rate(model, x, y, precision))
-        several[k] = errs
+    several: dict[int, list[float]] = {k: [] for k in range(1, len(keep) + 1)}
+    swapped: dict[int, list[float]] = {k: [] for k in range(1, len(pairs) + 1)}
+    for seed in seeds:
+        rng = random.Random(seed)
+        for k in several:
+            for _ in range(draws):
+                with lesioned(model, rng.sample(keep, k)):
+                    several[k].append(error_rate(model, x, y, precision))
+        for k in swapped:
+            for _ in range(draws):
+                with reordered(model, rng.sample(pairs, k)):
+                    swapped[k].append(error_rate(model, x, y, precision))
     return {
         "intact": error_rate(model, x, y, precision),
         "single": single,
         "several": several,
+        "reordered": swapped,
         "downsampling": down,
+        "pairs": pairs,
     }
 
 
-@experiment("lesion", "delete blocks at test time (Veit et al. 2016)")
-def run(settings: Settings) -> Report:
-    """Train the residual net and its plain twin per seed, then lesion both."""
-    data = settings.data or "cifar10"
-    depth = (settings.depths or [20 if settings.quick else 110])[0]
+def shipped_twins(depth: int, data: str) -> dict[str, str] | None:
+    """The shipped weights' names of both nets at `depth` ("resnet20.cifar10", "plain20.cifar10"), or
+    None where resnets does not ship both."""
+    from resnets.weights import weights_for
+
+    names = {}
+    for kind, template in NETS.items():
+        entry = next((w for w in weights_for(template.format(d=depth)) if w.tag == data), None)
+        if entry is None:
+            return None
+        names[kind] = entry.name
+    return names
+
+
+def trained_nets(settings: Settings, data: str, depth: int) -> tuple[dict, list, list[str], dict]:
+    """The nets to lesion: {kind: [(model, seeds of its random draws, test images, labels)]}, the
+    training runs (for the report's environment), notes and the settings they came from."""
+    seeds = seeds_for(settings, quick=(0, 1, 2))
+    shipped = shipped_twins(depth, data) if settings.budget is None else None
+    if shipped is not None:
+        from resnets.data import Normalize
+        from resnets.models.factory import create_model
+        from resnets.weights import find_weights
+
+        splits_x, y = held_out_split(data, settings.data_dir, normalized=False)
+        n = min(QUICK_TEST_IMAGES, len(y)) if settings.quick else len(y)
+        nets: dict[str, list] = {}
+        for kind, name in shipped.items():
+            entry = find_weights(None, name)
+            model = create_model(entry.model, weights=entry.tag).to(settings.torch_device).eval()
+            x = Normalize(entry.mean, entry.std)(splits_x[:n])  # as the weights were trained
+            nets[kind] = [(model, seeds, x, y[:n])]
+        notes = [
+            f"Nets: the shipped weights {', '.join(shipped.values())} (single view "
+            + ", ".join(f"{find_weights(None, v).test_accuracy:.2%}" for v in shipped.values())
+            + " on the whole test set): one trained net per kind, so the spreads are over the random "
+            f"draws ({DRAWS} per seed, seeds {', '.join(map(str, seeds))}) and, for single deletions, "
+            "over the blocks; there is no seed-to-seed spread of training."
+        ]
+        source = {"nets": "shipped", "weights": list(shipped.values()), "epochs": None, "recipe": None}
+        return nets, [], notes + _images_note(n, len(y)), {**source, "draw_seeds": seeds}
+
     epochs = settings.pick("budget", 1, 164)
     recipe = "he2016-cifar"
-    seeds = seeds_for(settings)
     sweep = Sweep(
         settings,
         grid(NETS, [depth]),
@@ -95,110 +147,215 @@ def run(settings: Settings) -> Report:
         epochs=epochs,
         run_name="{model}-s{seed}",
     )
-    n_test = 2000 if settings.quick else None
     x, y = held_out_split(data, settings.data_dir)
-    x, y = x[:n_test], y[:n_test]
-    results: dict[str, list[dict]] = {kind: [] for kind in NETS}
+    n = min(QUICK_TEST_IMAGES, len(y)) if settings.quick else len(y)
+    nets = {kind: [] for kind in NETS}
     for net, seed in sweep.jobs():
         model = sweep.train(net, seed).result.model.eval()
-        half = len(skip_blocks(model)) // 2
-        results[net.kind].append(lesion_errors(model, x, y, half, seed, settings.precision))
-    increase = {kind: typical_increase(runs) for kind, runs in results.items()}
-    rows = [
-        [
-            f"{kind}{depth}",
-            pm([r["intact"] for r in runs], 100),
-            pm(increase[kind], 100),
-            pm([max(r["single"]) for r in runs], 100),
-        ]
-        for kind, runs in results.items()
+        nets[net.kind].append((model, [seed], x[:n], y[:n]))
+    notes = [
+        f"Nets trained here: {epochs} epoch(s) of {recipe} per seed (Veit et al.: ResNet-110 fully "
+        "trained); the paper's numbers are expected only where the nets reach its accuracy."
     ]
-    robust, more_robust = robustness(increase["residual"], increase["plain"])
-    notes = [f"Error on the first {len(y):,} test images." if n_test else "Error on the whole test set."]
-    if settings.quick:
-        notes.append(
-            f"Quick setting: {depth}-layer nets trained {epochs} epoch(s) of he2016-cifar (Veit et al.: "
-            "ResNet-110 fully trained); the paper's numbers are not expected, only the contrast."
-        )
+    source = {"nets": "trained", "epochs": epochs, "recipe": recipe, "seeds": seeds}
+    return nets, sweep.runs, notes + _images_note(n, len(y)), source
+
+
+def _images_note(n: int, total: int) -> list[str]:
+    return [
+        f"Error on the first {n:,} of the {total:,} test images."
+        if n < total
+        else "Error on the whole test set."
+    ]
+
+
+@experiment("lesion", "delete and reorder blocks at test time (Veit et al. 2016)")
+def run(settings: Settings) -> Report:
+    """Lesion the residual net and its plain twin: single deletions, random deletions, reorderings."""
+    data = settings.data or "cifar10"
+    depth = (settings.depths or [20 if settings.quick else 110])[0]
+    start = time.perf_counter()
+    nets, runs, notes, source = trained_nets(settings, data, depth)
+    results = {
+        kind: [lesion_errors(model, x, y, seeds, settings.precision) for model, seeds, x, y in entries]
+        for kind, entries in nets.items()
+    }
+    claims = {
+        "single": robustness(single_increases(results["residual"]), single_increases(results["plain"])),
+        "smooth": smooth_growth(deletion_curve(results["residual"]).mean),
+        "plain_smooth": smooth_growth(deletion_curve(results["plain"]).mean),
+        "reorder": robustness(swap_increases(results["residual"]), swap_increases(results["plain"])),
+    }
+    rows = [table_row(NETS[kind].format(d=depth), runs_) for kind, runs_ in results.items()]
+    notes.append(
+        f"Wall time of the lesions (training excluded): {(time.perf_counter() - start) / 60:.1f} min."
+    )
     return Report(
         name="lesion",
-        title=f"Lesion study: deleting blocks of resnet{depth} and plain{depth} at test time",
+        title=f"Lesion study: deleting and reordering blocks of resnet{depth} and plain{depth} at test time",
         command=settings.command,
-        settings={"data": data, "depth": depth, "epochs": epochs, "recipe": recipe, "seeds": seeds},
-        results={
-            "residual": results["residual"],
-            "plain": results["plain"],
-            "robust": robust,
-            "more_robust": more_robust,
-        },
+        settings={"data": data, "depth": depth, **source},
+        results={**results, "claims": claims},
         table=markdown_table(
-            ["net", "intact error (%)", "median increase, one block (points)", "worst single deletion (%)"],
+            [
+                "net",
+                "intact error (%)",
+                "one block deleted: median increase (points)",
+                "worst single deletion (%)",
+                "half the blocks deleted (%)",
+                "one swap: increase (points)",
+            ],
             rows,
         ),
-        verdict=lesion_verdict(increase["residual"], increase["plain"], depth),
+        verdict=lesion_verdict(results, depth),
         figures=[plot_lesions(Path(settings.out), results, depth)],
         notes=notes,
-        environment=environment(settings.torch_device, sweep.runs),
+        environment=environment(settings.torch_device, runs if runs else None),
     )
 
 
-def typical_increase(runs: list[dict]) -> list[float]:
-    """Per seed: the median error increase over single deletions of non-downsampling blocks."""
-    out = []
-    for r in runs:
-        rest = [e for i, e in enumerate(r["single"]) if i not in r["downsampling"]]
-        out.append(statistics.median(rest) - r["intact"])
-    return out
+def single_increases(runs: list[dict]) -> list[float]:
+    """What one deletion of a non-downsampling block costs: per net the median increase over those
+    blocks; for one net (the shipped weights) the increase of each such block, so that the spread the
+    verdict is checked against is over the blocks."""
+    per_block = [
+        [e - r["intact"] for i, e in enumerate(r["single"]) if i not in r["downsampling"]] for r in runs
+    ]
+    return per_block[0] if len(runs) == 1 else [statistics.median(p) for p in per_block]
+
+
+def swap_increases(runs: list[dict]) -> list[float]:
+    """What one random swap of same-shape blocks costs: every draw's increase over the intact error."""
+    return [e - r["intact"] for r in runs for e in r["reordered"].get(1, [])]
+
+
+def _curve(runs: list[dict], key: str) -> Curve:
+    """Error against k (0: intact) over every draw of every net: mean and std per k."""
+    ks = sorted(set.intersection(*(set(r[key]) for r in runs))) if runs else []
+    values = [[r["intact"] for r in runs]] + [[e for r in runs for e in r[key][k]] for k in ks]
+    stats = [mean_std(v) for v in values]
+    samples = min(map(len, values[1:])) if ks else len(values[0])  # draws per k: what the band spans
+    return Curve([0.0, *map(float, ks)], [m for m, _ in stats], [s for _, s in stats], samples)
+
+
+def deletion_curve(runs: list[dict]) -> Curve:
+    """Error against the number of random non-downsampling blocks deleted (0: intact)."""
+    return _curve(runs, "several")
+
+
+def swap_curve(runs: list[dict]) -> Curve:
+    """Error against the number of random swaps of same-shape blocks (0: intact)."""
+    return _curve(runs, "reordered")
+
+
+def smooth_growth(errors: Sequence[float]) -> bool:
+    """Whether error rises smoothly along `errors` (k = 0, 1, …): it ends higher than it starts and no
+    step is more than twice the average step (Veit et al.: smooth for ResNets; a plain net jumps to
+    chance at the first deletion, one step holding almost the whole rise)."""
+    steps = [b - a for a, b in itertools.pairwise(errors)]
+    total = errors[-1] - errors[0] if errors else 0.0
+    return len(steps) >= 2 and total > 0 and max(steps) <= 2 * total / len(steps)
 
 
 def loss_ratio(residual: list[float], plain: list[float]) -> float:
-    """How many times more error the plain net loses to one deletion than the residual net (means)."""
+    """How many times more error the plain net loses than the residual net (means)."""
     return mean_std(plain)[0] / max(mean_std(residual)[0], 1e-9)
 
 
 def robustness(residual: list[float], plain: list[float]) -> tuple[bool, bool]:
-    """(robust, more_robust) from the per-seed typical increases: robust when the residual net loses
-    less than a quarter of what the plain net loses (Veit et al.: nearly nothing against destroyed),
-    more robust when the plain net loses more by more than the seed-to-seed spread."""
-    return loss_ratio(residual, plain) > 4, change_beyond_spread(residual, plain) > 0
+    """(robust, more_robust) from the increases: more robust when the plain net loses more by more than
+    the spread; robust when, besides, the residual net loses less than a quarter of what the plain net
+    loses (Veit et al.: nearly nothing against destroyed)."""
+    more_robust = change_beyond_spread(residual, plain) > 0
+    return more_robust and loss_ratio(residual, plain) > 4, more_robust
 
 
-def lesion_verdict(residual: list[float], plain: list[float], depth: int) -> str:
-    """One sentence: how much one deletion costs each net, against Veit et al. 2016's finding."""
-    robust, more_robust = robustness(residual, plain)
-    return (
+def table_row(name: str, runs: list[dict]) -> list[str]:
+    """One net's row: intact error, single deletions, half the blocks deleted, one swap."""
+    half = max(1, max(runs[0]["several"]) // 2)
+    return [
+        name,
+        pm([r["intact"] for r in runs], 100),
+        pm(single_increases(runs), 100)
+        if len(runs) > 1
+        else f"{100 * statistics.median(single_increases(runs)):.2f}",
+        pm([max(r["single"]) for r in runs], 100),
+        f"{pm([e for r in runs for e in r['several'][half]], 100)} (k = {half})",
+        pm(swap_increases(runs), 100) if swap_increases(runs) else "–",
+    ]
+
+
+def lesion_verdict(results: dict[str, list[dict]], depth: int) -> str:
+    """Three sentences, one per claim of Veit et al. 2016, each decided from the numbers."""
+    res, plain = results["residual"], results["plain"]
+    r_single, p_single = single_increases(res), single_increases(plain)
+    robust, more_robust = robustness(r_single, p_single)
+    first = (
         f"Deleting one non-downsampling block raises the test error of resnet{depth} by a median "
-        f"{pm(residual, 100)} points and that of plain{depth} by {pm(plain, 100)} points: "
+        f"{100 * statistics.median(r_single):.2f} points and that of plain{depth} by "
+        f"{100 * statistics.median(p_single):.2f}: "
         + (
-            "the residual net survives lesions, the plain net does not (as Veit et al. 2016 found)."
+            "the residual net survives single lesions, the plain net does not (as Veit et al. found)."
             if robust
-            else f"the residual net loses {loss_ratio(residual, plain):.1f}× less, but far more than the "
-            "near-unchanged error Veit et al. 2016 found for a fully trained ResNet-110."
+            else f"the residual net loses {loss_ratio(r_single, p_single):.1f}× less, short of the "
+            "near-unchanged error Veit et al. found for a ResNet-110."
             if more_robust
-            else "the residual net is not more robust here (Veit et al. 2016 found it is)."
+            else "the residual net is not more robust here (Veit et al. found it is)."
         )
     )
+    curve = deletion_curve(res)
+    second = (
+        f"With k random blocks deleted, resnet{depth}'s error "
+        + (
+            "grows smoothly"
+            if smooth_growth(curve.mean)
+            else "does not rise"
+            if curve.mean[-1] <= curve.mean[0]
+            else "does not grow smoothly (one step holds most of the rise)"
+        )
+        + f" from {100 * curve.mean[0]:.1f}% to {100 * curve.mean[-1]:.1f}% (k = {int(curve.x[-1])}), "
+        f"while plain{depth} is at {100 * deletion_curve(plain).mean[1]:.1f}% after one."
+    )
+    r_swap, p_swap = swap_increases(res), swap_increases(plain)
+    if not r_swap:
+        return f"{first} {second}"
+    swap_robust, swap_more = robustness(r_swap, p_swap)
+    third = (
+        f"One random swap of two same-shape blocks costs resnet{depth} {pm(r_swap, 100)} points and "
+        f"plain{depth} {pm(p_swap, 100)}: "
+        + (
+            "reordering barely hurts the residual net (as Veit et al. found)."
+            if swap_robust
+            else "the residual net tolerates reordering better, beyond the spread."
+            if swap_more
+            else "the residual net is not more robust to reordering here."
+        )
+    )
+    return f"{first} {second} {third}"
 
 
 def plot_lesions(out: Path, results: dict[str, list[dict]], depth: int) -> str:
-    """Test error with each single block deleted and with k random blocks deleted, mean ± std over
-    seeds, residual against plain; the intact error dotted, the downsampling blocks in red."""
-    fig, axes = figure(2, 1)
+    """Veit et al.'s Fig. 3 for both nets: error with each single block deleted (downsampling blocks in
+    red, intact error dotted), against the number deleted at random and against the number of random
+    swaps, mean ± std over draws (and nets)."""
+    fig, axes = figure(3, 1)
     for kind, style in (("residual", "o-"), ("plain", "s--")):
         runs = results[kind]
-        single = mean_profile([r["single"] for r in runs])
-        plot_curve(axes[0][0], single, style, scale=100, label=f"{kind}{depth}")
+        plot_curve(
+            axes[0][0], mean_profile([r["single"] for r in runs]), style, scale=100, label=f"{kind}{depth}"
+        )
         axes[0][0].axhline(100 * statistics.fmean(r["intact"] for r in runs), ls=":", color="gray")
-        several = [[(int(k), statistics.fmean(e)) for k, e in sorted(r["several"].items())] for r in runs]
-        plot_curve(axes[0][1], mean_curve(several), style, scale=100, label=f"{kind}{depth}")
+        plot_curve(axes[0][1], deletion_curve(runs), style, scale=100, label=f"{kind}{depth}")
+        plot_curve(axes[0][2], swap_curve(runs), style, scale=100, label=f"{kind}{depth}")
     for i in results["residual"][0]["downsampling"]:
         axes[0][0].axvline(i + 1, color="red", alpha=0.2)
     axes[0][0].set(
         xlabel="deleted block (red: downsampling)", ylabel="test error (%)", title="one block deleted"
     )
     axes[0][1].set(
-        xlabel="blocks deleted (random, not downsampling)", ylabel="test error (%)", title="several"
+        xlabel="blocks deleted (random, not downsampling)", ylabel="test error (%)", title="several deleted"
     )
+    axes[0][2].set(xlabel="random swaps of same-shape blocks", ylabel="test error (%)", title="reordered")
     for ax in axes[0]:
         ax.legend()
     return save_figure(fig, out, "lesion.png")
