@@ -12,7 +12,13 @@ from formats import write_cifar10, write_mnist
 from resnets.analysis.experiments import EXPERIMENTS, Settings, run_experiment
 from resnets.analysis.experiments.degradation import degrades, final_train_error
 from resnets.analysis.experiments.dynamics import dynamics_verdict, init_mean, phase_means
-from resnets.analysis.experiments.gradients import first_last_ratio, gradients_verdict, spread, wider
+from resnets.analysis.experiments.gradients import (
+    first_last_ratio,
+    gradients_verdict,
+    shattered_verdict,
+    spread,
+    wider,
+)
 from resnets.analysis.experiments.highway import carry_gate_bias, trains
 from resnets.analysis.experiments.lesion import (
     deletion_curve,
@@ -67,6 +73,18 @@ def test_gradient_ratios_and_highway_training_threshold() -> None:
     assert first_last_ratio([1e-4, 1e-2, 1.0]) == pytest.approx(1e-4)
     assert spread([1e-4, 1e-2, 1.0]) == pytest.approx(1e4) and spread([2.0, 2.0]) == 1.0
     assert trains(0.05) and not trains(2.30) and not trains(math.log(10) / 2)
+
+
+def test_shattered_verdict_counts_depths_where_residual_correlates_beyond_the_spread() -> None:
+    conv = {
+        "plain 20": [0.60, 0.66], "residual 20": [0.92, 0.93], "highway 20": [0.99, 0.99],
+        "plain 56": [0.01, 0.00], "residual 56": [0.79, 0.80], "highway 56": [0.97, 0.96],
+    }  # fmt: skip
+    fc = {"plain 10": [0.9, 0.5], "residual 10": [0.8, 0.6], "highway 10": [1.0, 1.0]}
+    said = shattered_verdict({"conv": conv, "mlp": fc}, {"conv": [20, 56], "mlp": [10]})
+    assert "conv nets: residual 0.93 (depth 20) → 0.80 (56), plain 0.63 → 0.01" in said
+    assert "beyond the seed spread at 2 of 2 depths" in said  # both gaps far beyond a std of ≤ 0.04
+    assert "fc nets: residual 0.70 (depth 10) → 0.70 (10)" in said and "at 0 of 1 depths" in said
 
 
 def test_gradients_verdict_counts_plain_wider_only_beyond_the_seed_spread() -> None:
@@ -257,7 +275,11 @@ def test_degradation_gradients_highway_and_dynamics_on_tiny_data(tmp_path, data_
     monkeypatch.undo()
 
     run_experiment("gradients", Settings(out=tmp_path / "grad", depths=[20], budget=2, **common))
-    runs = _check_outputs(tmp_path / "grad", "gradients")["results"]["runs"]
+    grad = _check_outputs(tmp_path / "grad", "gradients")["results"]
+    runs = grad["runs"]
+    corr = grad["gradient_correlation"]
+    assert set(corr["conv"]) == {"plain 20", "residual 20", "highway 20"} and len(corr["mlp"]) == 9
+    assert all(len(v) == 2 and all(-1 <= c <= 1 for c in v) for f in corr.values() for v in f.values())
     assert len(runs["conv/plain20"][0]["init"]) == 20 and len(runs["mlp/highway100"][0]["init"]) == 101
     for seeds in runs.values():
         for r in seeds:  # a diverged run (NaN loss) has no gradients after training, and says so

@@ -1,5 +1,6 @@
-"""Measurements inside a network: per-layer gradient norms, what each skip block's branch and skip
-path carry, highway gate values, and lesions (a block replaced by its skip path at test time).
+"""Measurements inside a network: per-layer gradient norms, how the input gradients of nearby inputs
+correlate (shattered gradients), what each skip block's branch and skip path carry, highway gate
+values, lesions (a block replaced by its skip path at test time) and reorderings (blocks swapped).
 
 Each probe works on any model built from `resnets.blocks` (conv nets) or `SkipNet` (fully connected),
 so the plain, residual and highway twins are measured by the same code.
@@ -202,3 +203,25 @@ def reordered(model: nn.Module, swaps: Sequence[tuple[int, int]]) -> Iterator[No
         yield
     finally:
         place([b for _, b in blocks])
+
+
+def gradient_correlation(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float, seed: int = 0
+) -> list[float]:
+    """Per image, the correlation (Pearson, over the input's entries) of the input gradients ∂ℓ/∂x of
+    its cross-entropy at x and at a nearby x + eps·ξ, ξ ~ N(0, 1): Balduzzi et al. 2017's measure of
+    shattered gradients (plain nets' gradients decorrelate with depth far faster than residual nets').
+    In training mode (batch statistics), as `gradient_norms`; the model's own gradients are cleared."""
+    was_training = model.training
+    model.train()
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed), dtype=images.dtype)
+    grads = []
+    for x in (images, images + eps * noise.to(images.device)):
+        x = x.detach().clone().requires_grad_(True)
+        # The sum: row i of ∂/∂x is image i's own ℓ_i, plus what reaches it through the batch statistics.
+        F.cross_entropy(model(x), labels, reduction="sum").backward()
+        grads.append(x.grad.flatten(1))
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    a, b = (g - g.mean(dim=1, keepdim=True) for g in grads)
+    return F.cosine_similarity(a, b, dim=1).tolist()
