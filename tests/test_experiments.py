@@ -11,7 +11,7 @@ import resnets
 from formats import write_cifar10, write_mnist
 from resnets.analysis.experiments import EXPERIMENTS, Settings, run_experiment
 from resnets.analysis.experiments.degradation import degrades, final_train_error
-from resnets.analysis.experiments.dynamics import dynamics_verdict, init_mean, phase_means
+from resnets.analysis.experiments.dynamics import dynamics_verdict, init_mean, phase_means, stages
 from resnets.analysis.experiments.gradients import (
     first_last_ratio,
     gradients_verdict,
@@ -106,7 +106,7 @@ def test_gradients_verdict_counts_plain_wider_only_beyond_the_seed_spread() -> N
     assert "narrower range" in gradients_verdict(comparisons, {"conv": 56, "mlp": 100}, steps=50)
 
 
-def test_phase_means_compare_first_and_last_fifth_of_training_and_read_init_apart() -> None:
+def test_phase_means_compare_first_and_last_fifth_of_training_and_read_init_apart() -> None:  # all blocks
     history = [{"step": 0, "ratio": [100.0, None]}]
     history += [{"step": 10 * (i + 1), "ratio": [float(i), None, float(i)]} for i in range(10)]
     assert phase_means(history, "ratio") == (0.5, 8.5)
@@ -114,23 +114,41 @@ def test_phase_means_compare_first_and_last_fifth_of_training_and_read_init_apar
     assert math.isnan(init_mean(history[1:], "ratio"))
 
 
-def test_skip_dynamics_verdict_counts_only_changes_beyond_the_seed_spread() -> None:
+def test_phase_means_and_stages_read_the_blocks_of_one_stage() -> None:
+    history = [{"step": 0, "ratio": [9.0, 1.0, 5.0]}]
+    history += [{"step": 10 * (i + 1), "ratio": [float(i), None, 10.0 * i]} for i in range(10)]
+    assert phase_means(history, "ratio", [2]) == (5.0, 85.0) and init_mean(history, "ratio", [0, 1]) == 5.0
+    names = ["layer1.0", "layer1.1", "layer2.0", "layer2.1", "layer3.0"]
+    assert stages(names) == {"layer1": [0, 1], "layer2": [2, 3], "layer3": [4]}
+
+
+def test_skip_dynamics_verdict_tests_each_claim_per_stage_beyond_the_seed_spread() -> None:
     assert change_beyond_spread([0.45, 0.46], [0.60, 0.62]) == 1
     assert change_beyond_spread([0.452, 0.470], [0.46, 0.48]) == 0  # +0.009 within the spread 0.014
     assert change_beyond_spread([0.5, 0.5], [0.3, 0.31]) == -1
 
-    def results(ratio_late: list[float], gate_late: list[float]) -> dict:
-        return {
-            "residual/ratio": {"init": [0.4, 0.4], "early": [0.45, 0.46], "late": ratio_late},
-            "highway/gate": {"init": [0.05, 0.05], "early": [0.10, 0.10], "late": gate_late},
-        }
+    def phase(early: list[float], late: list[float]) -> dict:
+        return {"init": [0.0, 0.0], "early": early, "late": late}
 
-    grows = dynamics_verdict(results([0.9, 1.0], [0.3, 0.32]))
-    assert "branch grows" in grows and "gates open" in grows and "use the skipped layers more" in grows
-    assert "0.050 at init, 0.100 → 0.310" in grows
-    flat = dynamics_verdict(results([0.45, 0.47], [0.10, 0.11]))
-    assert "stays within the seed spread" in flat and "not seen at this budget" in flat
-    assert "only one of the two" in dynamics_verdict(results([0.45, 0.47], [0.3, 0.32]))
+    results = {
+        # layer1: both claims (small early, grows); layer2: starts small but stays; layer3: starts large.
+        "residual/ratio/layer1": phase([0.30, 0.32], [0.60, 0.62]),
+        "highway/gate/layer1": phase([0.10, 0.11], [0.30, 0.31]),
+        "residual/ratio/layer2": phase([0.40, 0.42], [0.40, 0.42]),
+        "highway/gate/layer2": phase([0.10, 0.10], [0.10, 0.11]),
+        "residual/ratio/layer3": phase([1.20, 1.30], [2.0, 2.1]),
+        "highway/gate/layer3": phase([0.20, 0.21], [0.40, 0.42]),
+    }
+    said = dynamics_verdict(results, ["layer1", "layer2", "layer3"])
+    assert "initial stages' holds in 2 of 3 stages (layer1, layer2)" in said
+    assert "restores the skipped layers' holds in 2 of 3 stages (layer1, layer3)" in said
+    assert (
+        "‖F(x)‖/‖S(x)‖ per stage is 0.31, 0.41, 1.25" in said
+        and "0.31, 0.41, 1.25 → 0.61, 0.41, 2.05" in said
+    )
+    results["highway/gate/layer1"] = phase([0.6, 0.7], [0.3, 0.2])  # gates open early, then close
+    said = dynamics_verdict(results, ["layer1", "layer2", "layer3"])
+    assert "holds in 1 of 3 stages (layer2)" in said and "holds in 1 of 3 stages (layer3)" in said
 
 
 def test_lesion_knows_the_downsampling_blocks_and_reproduce_its_tables() -> None:
@@ -292,7 +310,10 @@ def test_degradation_gradients_highway_and_dynamics_on_tiny_data(tmp_path, data_
     assert len(gates["10"][0]) == 9 and all(0 < g < 1 for g in gates["10"][0])
 
     run_experiment("skip-dynamics", Settings(out=tmp_path / "dyn", depths=[20], budget=10.0, **common))
-    histories = _check_outputs(tmp_path / "dyn", "skip-dynamics")["results"]["histories"]
+    dyn = _check_outputs(tmp_path / "dyn", "skip-dynamics")
+    histories = dyn["results"]["histories"]
+    assert dyn["results"]["stages"] == {"layer1": [0, 1, 2], "layer2": [3, 4, 5], "layer3": [6, 7, 8]}
+    assert {"skip_dynamics_layer1.png", "skip_dynamics_layer3.png"} <= set(dyn["figures"])
     assert len(histories["residual"][0]) >= 2 and len(histories["highway"][0][0]["gate"]) == 9
     assert histories["residual"][0][0]["step"] == 0  # the net as initialised is probed too
 
