@@ -4,6 +4,8 @@ every flag has help, and the Makefile's knobs do what the README says."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 import re
 import shlex
 import shutil
@@ -100,3 +102,37 @@ def test_make_installs_torch_from_the_index_torch_index_names(tmp_path) -> None:
     torch_line = next(li for li in dry_run(f"TORCH_INDEX={cpu}").splitlines() if "torch==" in li)
     assert f"--index-url {cpu} torch==" in torch_line
     assert "--index-url" not in dry_run()  # by default, pip's own index
+
+
+def _index_script():
+    spec = importlib.util.spec_from_file_location(
+        "experiments_index", ROOT / "scripts" / "experiments_index.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_experiments_index_is_written_from_the_reports(tmp_path) -> None:
+    script = _index_script()
+    (tmp_path / "lesion").mkdir()
+    report = {
+        "title": "Lesion study",
+        "verdict": "It holds.",
+        "figures": ["lesion.png"],
+        "command": "resnets experiment lesion --quick",
+        "environment": {"commit": "abc1234", "cpu": "AMD EPYC", "threads": 1, "wall_minutes": 3.5},
+    }
+    (tmp_path / "lesion" / "results.json").write_text(json.dumps(report))
+    (tmp_path / "README.md").write_text(f"intro\n{script.START}\nstale\n{script.END}\noutro\n")
+    assert script.main(["--root", str(tmp_path), "--check"]) == 1
+    assert script.main(["--root", str(tmp_path)]) == 0
+    text = (tmp_path / "README.md").read_text()
+    assert "stale" not in text and text.startswith("intro\n") and text.endswith("outro\n")
+    assert "## [Lesion study](lesion/report.md)" in text and "![lesion](lesion/lesion.png)" in text
+    assert "**Verdict.** It holds." in text and "commit abc1234, AMD EPYC, 1 thread, 3.5 min" in text
+    assert script.main(["--root", str(tmp_path), "--check"]) == 0
+
+
+def test_the_committed_experiments_index_is_current() -> None:
+    assert _index_script().main(["--check"]) == 0, "run: python scripts/experiments_index.py"

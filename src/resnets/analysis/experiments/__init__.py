@@ -5,6 +5,7 @@ and writes its directory (results.json, PNG figures, report.md)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from resnets.analysis.experiments.common import Settings
@@ -46,5 +47,8 @@ def run_experiment(name: str, settings: Settings) -> tuple[Report, Path]:
     An unknown name raises ConfigError naming the closest ones."""
     # Each training run under OUT/runs is replaced when the experiment trains it again (sweep.train_run),
     # not here: two processes running other seeds into one OUT must not delete each other's runs.
+    start = time.perf_counter()
     report = EXPERIMENTS[name].run(settings)
+    # The whole experiment's wall time, training included (what a user waits for on this machine).
+    report.environment["wall_minutes"] = round((time.perf_counter() - start) / 60, 1)
     return report, write_report(report, settings.out)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import random
 import statistics
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -174,7 +173,6 @@ def run(settings: Settings) -> Report:
     """Lesion the residual net and its plain twin: single deletions, random deletions, reorderings."""
     data = settings.data or "cifar10"
     depth = (settings.depths or [20 if settings.quick else 110])[0]
-    start = time.perf_counter()
     nets, runs, notes, source = trained_nets(settings, data, depth)
     results = {
         kind: [lesion_errors(model, x, y, seeds, settings.precision) for model, seeds, x, y in entries]
@@ -187,9 +185,6 @@ def run(settings: Settings) -> Report:
         "reorder": robustness(swap_increases(results["residual"]), swap_increases(results["plain"])),
     }
     rows = [table_row(NETS[kind].format(d=depth), runs_) for kind, runs_ in results.items()]
-    notes.append(
-        f"Wall time of the lesions (training excluded): {(time.perf_counter() - start) / 60:.1f} min."
-    )
     return Report(
         name="lesion",
         title=f"Lesion study: deleting and reordering blocks of resnet{depth} and plain{depth} at test time",
