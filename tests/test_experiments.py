@@ -249,6 +249,19 @@ def test_lesion_and_reproduce_experiments_on_tiny_cifar(tmp_path, data_dir) -> N
     )
     assert report.verdict.startswith("SHORTENED RUN (1.0 of 164 epochs)")
     assert len(report.results["errors"]["resnet20"]) == 2
+    cpu = {**common, "seeds": [0], "budget": 0.5}
+    report, _ = run_experiment(
+        "reproduce", Settings(out=tmp_path / "cpu", depths=[20], recipe="he2016-cifar", cpu=True, **cpu)
+    )
+    assert report.verdict.startswith("DIFFERENT SCHEDULE (fast-cifar, 0.5 epochs, not the paper's 164)")
+    assert report.settings["recipe"] == "fast-cifar" and report.settings["paper recipe"] == "he2016-cifar"
+    row = report.table.splitlines()[2].split("|")
+    assert [c.strip() for c in row[1:5]] == [
+        "resnet20",
+        "8.75",
+        "8.27",
+        "7.40",
+    ]  # Table 6, akamaster, chenyaofo
 
 
 def test_lesion_of_the_shipped_nets_uses_their_weights_and_normalisation(tmp_path, data_dir) -> None:

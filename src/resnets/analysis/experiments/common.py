@@ -35,6 +35,7 @@ class Settings:
     """How an experiment runs; None means the experiment's own default for `quick` or the full setting."""
 
     quick: bool = True
+    cpu: bool = False  # reproduce: the paper's nets with a short complete schedule (hours of a CPU)
     out: Path = Path("experiments")
     data: str | None = None  # dataset name (default: the experiment's, e.g. cifar10)
     data_dir: str | None = None
