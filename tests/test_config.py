@@ -171,6 +171,7 @@ DATA_KEYS = {
     "data_dir": "/data",
     "download": True,
     "val_split": 5000,
+    "train_subset": 10000,
     "image_size": 32,
     "channels": 3,
     "skip_bad_images": True,

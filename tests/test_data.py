@@ -343,3 +343,21 @@ def test_image_folders_that_make_no_classification_problem(tmp_path, layout, mes
         _png(tmp_path / rel, random_images(1, (4, 4, 3))[0])
     with pytest.raises(DataError, match=message):
         load_dataset(f"imagefolder:{tmp_path}")
+
+
+def test_train_subset_is_class_balanced_seeded_and_taken_after_the_validation_split() -> None:
+    full = load_dataset("digits")
+    held = load_dataset("digits", val_split=100, seed=3)
+    sub = load_dataset("digits", val_split=100, train_subset=205, seed=3)
+    assert len(sub.train) == 205 and torch.equal(sub.val.labels, held.val.labels)  # same held-out images
+    counts = torch.bincount(sub.train.labels, minlength=10).tolist()
+    assert counts == [21] * 5 + [20] * 5  # 205 = 10 × 20 + 5: one more of each of the first five classes
+    # Every image of the subset is one of the training images (none from validation or test), exactly.
+    pool = {bytes(img.numpy()) for img in held.train.images}
+    assert all(bytes(img.numpy()) in pool for img in sub.train.images)
+    other = load_dataset("digits", val_split=100, train_subset=205, seed=4)
+    assert not torch.equal(other.train.images, sub.train.images)  # the seed chooses
+    assert sub.mean != full.mean  # statistics from the subset actually trained on
+    # 1,430 = 143 per class; class 0 has 142 training images, class 8 the fewest (139 × 10 = 1,390).
+    with pytest.raises(DataError, match="needs 143 images of class 0, which has 142; ask for at most 1390"):
+        load_dataset("digits", train_subset=1430)

@@ -286,8 +286,15 @@ def test_lesion_of_the_shipped_nets_uses_their_weights_and_normalisation(tmp_pat
 @pytest.mark.slow
 def test_degradation_gradients_highway_and_dynamics_on_tiny_data(tmp_path, data_dir, monkeypatch) -> None:
     common = {"quick": True, "data_dir": data_dir, "seeds": [0, 1], "precision": "fp32"}
-    run_experiment("degradation", Settings(out=tmp_path / "deg", depths=[20, 32], budget=2.0, **common))
-    errors = _check_outputs(tmp_path / "deg", "degradation")["results"]["errors"]
+    deg = {"depths": [20, 32], "budget": 2.0, "subset": 100}  # 100 of the 160 tiny training images
+    run_experiment("degradation", Settings(out=tmp_path / "deg", **deg, **common))
+    degradation = _check_outputs(tmp_path / "deg", "degradation")
+    errors = degradation["results"]["errors"]
+    assert degradation["settings"]["training images"] == 100
+    assert degradation["settings"]["recipe"] == "fast-cifar"
+    # 100 images at batch 64 are one step per epoch (all 160 would be two): the runs fitted the subset.
+    summaries = [json.loads(p.read_text()) for p in (tmp_path / "deg" / "runs").glob("*/summary.json")]
+    assert len(summaries) == 8 and {s["steps"] for s in summaries} == {2}
     assert set(errors) == {"plain20", "plain32", "residual20", "residual32"}
     assert all(0 <= e <= 1 for v in errors.values() for e in v["train"] + v["test"])
 
@@ -298,7 +305,7 @@ def test_degradation_gradients_highway_and_dynamics_on_tiny_data(tmp_path, data_
         raise AssertionError("a finished run was trained again")
 
     monkeypatch.setattr(sweep_module, "train", no_training)
-    again = Settings(out=tmp_path / "deg", depths=[20, 32], budget=2.0, reuse_runs=True, **common)
+    again = Settings(out=tmp_path / "deg", reuse_runs=True, **deg, **common)
     run_experiment("degradation", again)
     reread = _check_outputs(tmp_path / "deg", "degradation")
     assert reread["results"]["errors"] == errors

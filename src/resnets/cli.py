@@ -298,6 +298,7 @@ def _experiment_settings(args: argparse.Namespace, name: str) -> Any:
         seeds=args.seeds,
         depths=args.depths,
         budget=args.budget,
+        subset=args.subset,
         device=args.device,
         precision=args.precision,
         recipe=getattr(args, "recipe", None),
@@ -348,6 +349,12 @@ def _add_experiment_flags(p: argparse.ArgumentParser) -> None:
         "(default: the paper's protocol, a GPU job)",
     )
     p.add_argument("--budget", type=float, help="training epochs per run (fractions allowed)")
+    p.add_argument(
+        "--subset",
+        type=int,
+        metavar="N",
+        help="degradation: fit a class-balanced subset of N training images (quick default 5000; 0: all)",
+    )
     p.add_argument("--depths", type=_int_list, help="comma-separated depths, e.g. 20,32,44,56")
     p.add_argument("--seeds", type=_int_list, help="comma-separated seeds (default 0,1 quick; 0,1,2 full)")
     p.add_argument("--data-dir", help="folder holding the dataset files")

@@ -22,6 +22,7 @@ class DataRequest:
     data_dir: str | None = None  # where the dataset's files are ($RESNETS_DATA_DIR or ~/.cache/resnets/data)
     download: bool = False  # fetch the official archive (with its checksum) if missing
     val_split: int = 0  # hold out this many training images for validation (He et al.: 5,000)
+    train_subset: int = 0  # train on a class-balanced subset of this many of the rest (0: all of them)
     image_size: int | None = None  # imagefolder: resize to this square size
     channels: int | None = None  # imagefolder: 1 (grey) or 3 (RGB); default 1 only if every image is grey
     skip_bad_images: bool = False  # imagefolder: skip unreadable files instead of failing
@@ -130,6 +131,28 @@ def hold_out(data: ImageData, count: int, seed: int) -> tuple[ImageData, ImageDa
     return data.subset(order[count:].sort().values), data.subset(order[:count].sort().values)
 
 
+def balanced_subset(data: ImageData, count: int, num_classes: int, seed: int) -> ImageData:
+    """`count` images, as many of each class as there are (count // classes, the remainder going to the
+    lowest class indices), each class's chosen by a seeded permutation; kept in their original order."""
+    if not 0 < count <= len(data):
+        raise DataError(
+            f"data.train_subset must be between 1 and {len(data)} (the training images), got {count}"
+        )
+    g = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in range(num_classes):
+        members = (data.labels == c).nonzero().flatten()
+        want = count // num_classes + (1 if c < count % num_classes else 0)
+        if want > len(members):
+            rarest = min(int((data.labels == k).sum()) for k in range(num_classes))
+            raise DataError(
+                f"data.train_subset={count} needs {want} images of class {c}, which has {len(members)}; "
+                f"ask for at most {num_classes * rarest}"
+            )
+        chosen.append(members[torch.randperm(len(members), generator=g)[:want]])
+    return data.subset(torch.cat(chosen).sort().values)
+
+
 def make_splits(
     name: str,
     train: ImageData,
@@ -141,9 +164,12 @@ def make_splits(
     notes: list[str] | None = None,
 ) -> DatasetSplits:
     """The splits of an in-memory dataset: the requested validation images held out of `train` (with
-    `seed`), then normalisation statistics from what remains, so no held-out image informs them."""
+    `seed`), a class-balanced `train_subset` of the rest if asked, then normalisation statistics from
+    what remains, so no held-out image informs them."""
     val = None
     if req.val_split:
         train, val = hold_out(train, req.val_split, seed=seed)
+    if req.train_subset:
+        train = balanced_subset(train, req.train_subset, len(classes), seed)
     mean, std = channel_stats(train.images)
     return DatasetSplits(name, train, test, classes, mean, std, augment, train.image_shape, val, notes or [])

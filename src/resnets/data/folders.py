@@ -75,9 +75,10 @@ def load_imagefolder(req: DataRequest, seed: int) -> DatasetSplits:
     if (len(train.paths) + len(test.paths)) * channels * size[0] * size[1] <= req.max_in_memory_mb * 2**20:
         images = _decode_all(train, channels, size), _decode_all(test, channels, size)
         return make_splits(name, *images, classes, augment, req, seed, notes)
-    if req.val_split:
+    if req.val_split or req.train_subset:
         raise DataError(
-            "--val-split is only supported for datasets held in memory; make a val/ folder instead"
+            "--val-split and data.train_subset are only supported for datasets held in memory; make a val/ "
+            "folder (or a smaller folder) instead"
         )
     train_ds = FolderDataset(*train, channels, size)
     test_ds = FolderDataset(*test, channels, size)

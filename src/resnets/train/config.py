@@ -190,6 +190,7 @@ def build_config(data: Mapping[str, Any]) -> TrainConfig:
         (d.batch_size >= 1, "data.batch_size must be >= 1"),
         (d.eval_batch_size >= 1, "data.eval_batch_size must be >= 1"),
         (d.val_split >= 0, "data.val_split must be >= 0"),
+        (d.train_subset >= 0, "data.train_subset must be >= 0 (0: every training image)"),
         (d.workers >= 0, "data.workers must be >= 0"),
         (d.crop_padding is None or d.crop_padding >= 0, "data.crop_padding must be >= 0"),
         (d.image_size is None or d.image_size >= 1, "data.image_size must be >= 1"),

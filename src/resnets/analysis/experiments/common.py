@@ -42,6 +42,7 @@ class Settings:
     seeds: list[int] | None = None
     depths: list[int] | None = None
     budget: float | None = None  # training length per run, in epochs (fractions allowed)
+    subset: int | None = None  # degradation: a class-balanced subset of this many training images (0: all)
     recipe: str | None = None  # reproduce: which paper's recipe
     device: str = "auto"
     precision: str = "auto"

@@ -226,8 +226,11 @@ def run_config(
 
 
 def steps_per_epoch(cfg: TrainConfig) -> int:
-    """Optimizer steps in one epoch of `cfg`'s training images (validation images held out)."""
+    """Optimizer steps in one epoch of `cfg`'s training images (validation images held out, the
+    training subset if one is asked for)."""
     train_images = len(dataset_splits(cfg.data.name, cfg.data.data_dir).train) - cfg.data.val_split
+    if cfg.data.train_subset:
+        train_images = min(train_images, cfg.data.train_subset)
     return max(1, train_images // cfg.data.batch_size)
 
 
