@@ -51,24 +51,31 @@ def environment(device: torch.device | None = None, runs: Sequence[Any] | None =
         # Which runs this process trained matters for the timings and for trusting a --reuse-runs report.
         env["runs_reused"] = sum(getattr(r, "how", "trained") == "reused" for r in runs)
         env["runs_resumed"] = sum(getattr(r, "how", "trained") == "resumed" for r in runs)
-    commit = _commit()
+    commit = code_commit()
     if commit:
         env["commit"] = commit
     return env
 
 
-def _commit() -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).parent,
-        )
-    except (OSError, subprocess.SubprocessError):
+def code_commit() -> str | None:
+    """The git commit of resnets' source ("abc1234", "+modified" when src/ differs from it), or None
+    outside a git checkout. `run_experiment` reads it when an experiment starts, not when it ends."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *args], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
         return None
-    return done.stdout.strip() if done.returncode == 0 else None
+    return commit + (
+        "+modified" if git("status", "--porcelain", "--", str(Path(__file__).parents[1])) else ""
+    )
 
 
 def change_beyond_spread(before: Sequence[float], after: Sequence[float]) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from resnets.analysis.experiments.common import Settings
 from resnets.analysis.experiments.registry import EXPERIMENTS, Experiment, experiment
-from resnets.analysis.report import Report, write_report
+from resnets.analysis.report import Report, code_commit, write_report
 
 # Each module registers its experiment as it is imported, and `resnets experiment --help` lists them in
 # registration order, so the imports keep that order (not isort's).
@@ -47,8 +47,10 @@ def run_experiment(name: str, settings: Settings) -> tuple[Report, Path]:
     An unknown name raises ConfigError naming the closest ones."""
     # Each training run under OUT/runs is replaced when the experiment trains it again (sweep.train_run),
     # not here: two processes running other seeds into one OUT must not delete each other's runs.
-    start = time.perf_counter()
+    start, commit = time.perf_counter(), code_commit()  # the code it ran, even if HEAD moves meanwhile
     report = EXPERIMENTS[name].run(settings)
     # The whole experiment's wall time, training included (what a user waits for on this machine).
     report.environment["wall_minutes"] = round((time.perf_counter() - start) / 60, 1)
+    if commit:
+        report.environment["commit"] = commit
     return report, write_report(report, settings.out)
