@@ -32,6 +32,7 @@ from resnets.analysis.report import Report, change_beyond_spread, markdown_table
 from resnets.cli import main
 from resnets.data import load_dataset
 from resnets.errors import ConfigError
+from resnets.weights import find_weights
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +270,10 @@ def test_lesion_of_the_shipped_nets_uses_their_weights_and_normalisation(tmp_pat
     report, _ = run_experiment("lesion", settings)
     results = _check_outputs(tmp_path / "lesion", "lesion")
     assert results["settings"]["weights"] == ["resnet20.cifar10", "plain20.cifar10"]
-    assert "shipped weights resnet20.cifar10, plain20.cifar10" in report.notes[0]
+    accuracy = find_weights(None, "resnet20.cifar10").test_accuracy
+    assert (
+        f"shipped weights resnet20.cifar10 ({accuracy:.2%} test accuracy), plain20.cifar10" in report.notes[0]
+    )
     # The intact error, computed here from the raw test bytes with the published CIFAR-10 statistics
     # the weights were trained with, in plain torch.
     test = load_dataset("cifar10", data_dir=data_dir).test

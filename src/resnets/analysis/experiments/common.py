@@ -1,5 +1,5 @@
-"""What every experiment shares: its settings, the data (read once per process), probe batches and the
-held-out split, the one evaluation path, and the recipes' shared pieces (the warm-up, the highway nets'
+"""What every experiment shares: its settings, the data (read once per process), probe batches, the one
+evaluation path, and the recipes' shared pieces (the warm-up, the highway nets'
 gate bias). Training runs are in `sweep.py`, figures in `resnets.analysis.plots`."""
 
 from __future__ import annotations
@@ -94,16 +94,6 @@ def probe_batch(
     x = Normalize(splits.mean, splits.std)(images)
     device = device or torch.device("cpu")
     return x.to(device), labels.to(device)
-
-
-def held_out_split(
-    data: str, data_dir: str | None, normalized: bool = True
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The whole test split, normalised with the training split's statistics (`normalized=False`: the
-    stored images, for weights that carry their own), and its labels."""
-    splits = dataset_splits(data, data_dir)
-    images = splits.test.images
-    return (Normalize(splits.mean, splits.std)(images) if normalized else images), splits.test.labels
 
 
 def error_rate(

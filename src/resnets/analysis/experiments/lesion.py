@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from resnets.analysis.experiments.common import Settings, error_rate, held_out_split, seeds_for
+from resnets.analysis.experiments.common import Settings, dataset_splits, error_rate, seeds_for
 from resnets.analysis.experiments.registry import experiment
-from resnets.analysis.experiments.sweep import Sweep, grid
+from resnets.analysis.experiments.twins import Twins, trained_twins
 from resnets.analysis.plots import figure, plot_curve, save_figure
 from resnets.analysis.probes import lesioned, reordered, skip_blocks, swappable_pairs
 from resnets.analysis.report import (
@@ -93,79 +93,33 @@ def lesion_errors(
     }
 
 
-def shipped_twins(depth: int, data: str) -> dict[str, str] | None:
-    """The shipped weights' names of both nets at `depth` ("resnet20.cifar10", "plain20.cifar10"), or
-    None where resnets does not ship both."""
-    from resnets.weights import weights_for
-
-    names = {}
-    for kind, template in NETS.items():
-        entry = next((w for w in weights_for(template.format(d=depth)) if w.tag == data), None)
-        if entry is None:
-            return None
-        names[kind] = entry.name
-    return names
-
-
-def trained_nets(settings: Settings, data: str, depth: int) -> tuple[dict, list, list[str], dict]:
-    """The nets to lesion: {kind: [(model, seeds of its random draws, test images, labels)]}, the
-    training runs (for the report's environment), notes and the settings they came from."""
+def lesion_inputs(settings: Settings, data: str, depth: int) -> tuple[Twins, dict, list[str], dict]:
+    """The twins to lesion, {kind: [(model, draw seeds, test images as it sees them, labels)]}, notes
+    and the settings they came from."""
     seeds = seeds_for(settings, quick=(0, 1, 2))
-    shipped = shipped_twins(depth, data) if settings.budget is None else None
-    if shipped is not None:
-        from resnets.data import Normalize
-        from resnets.models.factory import create_model
-        from resnets.weights import find_weights
-
-        splits_x, y = held_out_split(data, settings.data_dir, normalized=False)
-        n = min(QUICK_TEST_IMAGES, len(y)) if settings.quick else len(y)
-        nets: dict[str, list] = {}
-        for kind, name in shipped.items():
-            entry = find_weights(None, name)
-            model = create_model(entry.model, weights=entry.tag).to(settings.torch_device).eval()
-            x = Normalize(entry.mean, entry.std)(splits_x[:n])  # as the weights were trained
-            nets[kind] = [(model, seeds, x, y[:n])]
-        notes = [
-            f"Nets: the shipped weights {', '.join(shipped.values())} (single view "
-            + ", ".join(f"{find_weights(None, v).test_accuracy:.2%}" for v in shipped.values())
-            + " on the whole test set): one trained net per kind, so the spreads are over the random "
-            f"draws ({DRAWS} per seed, seeds {', '.join(map(str, seeds))}) and, for single deletions, "
-            "over the blocks; there is no seed-to-seed spread of training."
+    twins = trained_twins(settings, NETS, depth, data, seeds, "he2016-cifar", settings.pick("budget", 1, 164))
+    test = dataset_splits(data, settings.data_dir).test
+    n = min(QUICK_TEST_IMAGES, len(test)) if settings.quick else len(test)
+    images, labels = test.images[:n], test.labels[:n]
+    entries = {
+        kind: [
+            (t.model, seeds if twins.shipped else [seeds[i]], t.normalize(images), labels)
+            for i, t in enumerate(nets)
         ]
-        source = {"nets": "shipped", "weights": list(shipped.values()), "epochs": None, "recipe": None}
-        return nets, [], notes + _images_note(n, len(y)), {**source, "draw_seeds": seeds}
-
-    epochs = settings.pick("budget", 1, 164)
-    recipe = "he2016-cifar"
-    sweep = Sweep(
-        settings,
-        grid(NETS, [depth]),
-        seeds,
-        recipe=recipe,
-        data=data,
-        epochs=epochs,
-        run_name="{model}-s{seed}",
-    )
-    x, y = held_out_split(data, settings.data_dir)
-    n = min(QUICK_TEST_IMAGES, len(y)) if settings.quick else len(y)
-    nets = {kind: [] for kind in NETS}
-    for net, seed in sweep.jobs():
-        model = sweep.train(net, seed).result.model.eval()
-        nets[net.kind].append((model, [seed], x[:n], y[:n]))
-    notes = [
-        f"Nets trained here: {epochs} epoch(s) of {recipe} per seed (Veit et al.: ResNet-110 fully "
-        "trained); the paper's numbers are expected only where the nets reach its accuracy."
-    ]
-    source = {"nets": "trained", "epochs": epochs, "recipe": recipe, "seeds": seeds}
-    return nets, sweep.runs, notes + _images_note(n, len(y)), source
-
-
-def _images_note(n: int, total: int) -> list[str]:
-    return [
-        f"Error on the first {n:,} of the {total:,} test images."
-        if n < total
+        for kind, nets in twins.nets.items()
+    }
+    notes = [twins.note()]
+    if twins.shipped:
+        notes.append(
+            f"The spreads are over the random draws ({DRAWS} per seed, seeds {', '.join(map(str, seeds))}) "
+            "and, for single deletions, over the blocks."
+        )
+    notes.append(
+        f"Error on the first {n:,} of the {len(test):,} test images."
+        if n < len(test)
         else "Error on the whole test set."
-    ]
+    )
+    return twins, entries, notes, {**twins.source, "draw_seeds": seeds}
 
 
 @experiment("lesion", "delete and reorder blocks at test time (Veit et al. 2016)")
@@ -173,7 +127,7 @@ def run(settings: Settings) -> Report:
     """Lesion the residual net and its plain twin: single deletions, random deletions, reorderings."""
     data = settings.data or "cifar10"
     depth = (settings.depths or [20 if settings.quick else 110])[0]
-    nets, runs, notes, source = trained_nets(settings, data, depth)
+    twins, nets, notes, source = lesion_inputs(settings, data, depth)
     results = {
         kind: [lesion_errors(model, x, y, seeds, settings.precision) for model, seeds, x, y in entries]
         for kind, entries in nets.items()
@@ -205,7 +159,7 @@ def run(settings: Settings) -> Report:
         verdict=lesion_verdict(results, depth),
         figures=[plot_lesions(Path(settings.out), results, depth)],
         notes=notes,
-        environment=environment(settings.torch_device, runs if runs else None),
+        environment=environment(settings.torch_device, twins.runs or None),
     )
 
 

@@ -1,0 +1,160 @@
+"""The loss around a trained net (Li, Xu, Taylor, Studer & Goldstein 2018, "Visualizing the Loss
+Landscape of Neural Nets"): filter-normalised random directions, the loss along them in 1-D and 2-D,
+how convex the surface is there, and the extreme eigenvalues of the Hessian at the minimum.
+
+Li et al. §4: a random Gaussian direction d has the scale of the weights taken out of it filter by
+filter, d_(i,j) ← d_(i,j) / ‖d_(i,j)‖ · ‖θ_(i,j)‖ for filter j of layer i, so that a step of 1 moves
+each filter by its own norm and nets of any scale are comparable; biases and batch-norm parameters get
+no direction ("ignore_biasbn"), and batch-norm running statistics stay as trained (the net is
+evaluated in eval mode). A 2-D slice is L(θ + a·d1 + b·d2); `nonconvex_fraction` reads its local
+curvature, `hessian_extremes` the whole Hessian's (their §6: |λ_min/λ_max| maps non-convexity).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Direction = list[torch.Tensor]  # one tensor per parameter of the model, in `model.parameters()` order
+
+
+def filter_normalized_direction(model: nn.Module, seed: int) -> Direction:
+    """A random direction with each filter's norm equal to the weights' filter norm (dim ≥ 2: one
+    filter per output unit); zero for biases and normalisation parameters (dim ≤ 1)."""
+    g = torch.Generator().manual_seed(seed)
+    direction = []
+    for p in model.parameters():
+        w = p.detach()
+        if w.dim() <= 1:
+            direction.append(torch.zeros_like(w))
+            continue
+        d = torch.randn(w.shape, generator=g, dtype=torch.float64).to(w)
+        d_norm = d.flatten(1).norm(dim=1).clamp_min(1e-12)
+        w_norm = w.flatten(1).norm(dim=1)
+        direction.append(d * (w_norm / d_norm).view(-1, *([1] * (w.dim() - 1))))
+    return direction
+
+
+@contextlib.contextmanager
+def moved(model: nn.Module, directions: Sequence[Direction], steps: Sequence[float]) -> Iterator[None]:
+    """Within the block the weights are θ + Σ_k steps[k]·directions[k]; θ is restored exactly after."""
+    params = list(model.parameters())
+    saved = [p.detach().clone() for p in params]
+    try:
+        with torch.no_grad():
+            for i, p in enumerate(params):
+                p.add_(sum(s * d[i] for s, d in zip(steps, directions, strict=True)))
+        yield
+    finally:
+        with torch.no_grad():
+            for p, w in zip(params, saved, strict=True):
+                p.copy_(w)
+
+
+def mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 500) -> float:
+    """Mean cross-entropy of `model` in eval mode on `x`, `y` (batched, float32, no gradients)."""
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, len(y), batch):
+            total += float(F.cross_entropy(model(x[i : i + batch]), y[i : i + batch], reduction="sum"))
+    model.train(was_training)
+    return total / len(y)
+
+
+def surface(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    directions: Sequence[Direction],
+    coords: Sequence[float],
+) -> np.ndarray:
+    """The loss on the grid `coords` along one direction (1-D array) or two (2-D array, [i, j] =
+    L(θ + coords[i]·d1 + coords[j]·d2))."""
+    if len(directions) == 1:
+        out = []
+        for a in coords:
+            with moved(model, directions, [a]):
+                out.append(mean_loss(model, x, y))
+        return np.array(out)
+    grid = np.zeros((len(coords), len(coords)))
+    for i, a in enumerate(coords):
+        for j, b in enumerate(coords):
+            with moved(model, directions, [a, b]):
+                grid[i, j] = mean_loss(model, x, y)
+    return grid
+
+
+def nonconvex_fraction(grid: np.ndarray, spacing: float, tol: float = 0.0) -> float:
+    """The fraction of interior grid points where the surface's finite-difference 2×2 Hessian has an
+    eigenvalue below −`tol`: 0 on a convex bowl, large on a chaotic surface."""
+    f = grid
+    fxx = (f[2:, 1:-1] - 2 * f[1:-1, 1:-1] + f[:-2, 1:-1]) / spacing**2
+    fyy = (f[1:-1, 2:] - 2 * f[1:-1, 1:-1] + f[1:-1, :-2]) / spacing**2
+    fxy = (f[2:, 2:] - f[2:, :-2] - f[:-2, 2:] + f[:-2, :-2]) / (4 * spacing**2)
+    # The smaller eigenvalue of [[fxx, fxy], [fxy, fyy]].
+    smallest = (fxx + fyy) / 2 - np.sqrt(((fxx - fyy) / 2) ** 2 + fxy**2)
+    return float((smallest < -tol).mean())
+
+
+def hessian_vector_product(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, vector: Direction, batch: int = 500
+) -> Direction:
+    """H·v of the mean cross-entropy over `x` (eval mode) with respect to the parameters, by
+    differentiating the gradient's inner product with v (Pearlmutter 1994), batched."""
+    params = [p for p in model.parameters()]
+    was_training = model.training
+    model.eval()
+    out = [torch.zeros_like(p) for p in params]
+    for i in range(0, len(y), batch):
+        loss = F.cross_entropy(model(x[i : i + batch]), y[i : i + batch], reduction="sum") / len(y)
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        dot = sum((g * v).sum() for g, v in zip(grads, vector, strict=True))
+        for acc, hv in zip(out, torch.autograd.grad(dot, params), strict=True):
+            acc.add_(hv.detach())
+    model.train(was_training)
+    return out
+
+
+def _dot(a: Direction, b: Direction) -> float:
+    return float(sum((u * v).sum() for u, v in zip(a, b, strict=True)))
+
+
+def _power(matvec, like: Direction, iters: int, seed: int) -> float:
+    """The eigenvalue of largest magnitude of the symmetric operator `matvec`, by power iteration."""
+    g = torch.Generator().manual_seed(seed)
+    v = [torch.randn(p.shape, generator=g, dtype=torch.float64).to(p) for p in like]
+    eigenvalue = 0.0
+    for _ in range(iters):
+        norm = _dot(v, v) ** 0.5
+        v = [t / norm for t in v]
+        hv = matvec(v)
+        eigenvalue = _dot(v, hv)
+        v = hv
+    return eigenvalue
+
+
+def hessian_extremes(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, iters: int = 20, seed: int = 0
+) -> tuple[float, float]:
+    """(λ_max, λ_min) of the loss Hessian at the current weights: power iteration on H for the
+    eigenvalue of largest magnitude (at a minimum, λ_max), then on H − λ_max·I for the far end of the
+    spectrum, λ_min = λ_max + that eigenvalue (Li et al. 2018, §6, use the same two extremes)."""
+    like = [p.detach() for p in model.parameters()]
+
+    def h(v: Direction) -> Direction:
+        return hessian_vector_product(model, x, y, v)
+
+    top = _power(h, like, iters, seed)
+
+    def shifted(v: Direction) -> Direction:
+        return [hv - top * t for hv, t in zip(h(v), v, strict=True)]
+
+    bottom = top + _power(shifted, like, iters, seed + 1)
+    return (top, bottom) if top >= bottom else (bottom, top)

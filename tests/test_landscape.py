@@ -1,0 +1,93 @@
+"""Loss-landscape tools against their definitions (Li et al. 2018) and independent computations."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import resnets
+from resnets.analysis.landscape import (
+    filter_normalized_direction,
+    hessian_extremes,
+    mean_loss,
+    moved,
+    nonconvex_fraction,
+    surface,
+)
+
+
+def test_each_filter_of_the_direction_has_the_norm_of_the_weights_filter() -> None:
+    torch.manual_seed(0)
+    model = resnets.create_model("resnet20")
+    direction = filter_normalized_direction(model, seed=1)
+    for (name, p), d in zip(model.named_parameters(), direction, strict=True):
+        if p.dim() <= 1:  # biases and batch-norm weights: no direction (Li et al.'s ignore_biasbn)
+            assert torch.count_nonzero(d) == 0, name
+            continue
+        for j in range(p.shape[0]):  # one filter per output channel / unit
+            assert float(d[j].norm()) == pytest.approx(float(p[j].detach().norm()), rel=1e-5), name
+    again = filter_normalized_direction(model, seed=1)
+    assert all(torch.equal(a, b) for a, b in zip(direction, again, strict=True))  # seeded
+
+
+def _softmax_model() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3).double()
+    return model, torch.randn(7, 5, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1, 2, 0])
+
+
+def test_surface_is_the_loss_at_the_moved_weights_and_they_are_restored() -> None:
+    model, x, y = _softmax_model()
+    w0, b0 = model.weight.detach().clone(), model.bias.detach().clone()
+    d1, d2 = filter_normalized_direction(model, 1), filter_normalized_direction(model, 2)
+    coords = [-1.0, 0.0, 0.5]
+    grid = surface(model, x, y, [d1, d2], coords)
+
+    def loss(w: np.ndarray) -> float:  # the mean cross-entropy written out in NumPy float64
+        z = x.numpy() @ w.T + b0.numpy()
+        z = z - z.max(1, keepdims=True)
+        return float(np.mean(np.log(np.exp(z).sum(1)) - z[np.arange(len(y)), y.numpy()]))
+
+    for i, a in enumerate(coords):
+        for j, b in enumerate(coords):
+            w = w0.numpy() + a * d1[0].numpy() + b * d2[0].numpy()  # the bias has no direction
+            assert grid[i, j] == pytest.approx(loss(w), abs=1e-12)
+    assert torch.equal(model.weight, w0) and torch.equal(model.bias, b0)
+    line = surface(model, x, y, [d1], coords)
+    assert line[1] == pytest.approx(mean_loss(model, x, y)) and line[0] == pytest.approx(grid[0, 1])
+    with pytest.raises(RuntimeError), moved(model, [d1], [1.0]):
+        raise RuntimeError("inside")
+    assert torch.equal(model.weight, w0)  # restored even when the block raises
+
+
+def test_nonconvex_fraction_of_a_bowl_a_saddle_and_a_ripple() -> None:
+    c = np.linspace(-1, 1, 21)
+    a, b = np.meshgrid(c, c, indexing="ij")
+    spacing = c[1] - c[0]
+    assert nonconvex_fraction(a**2 + b**2, spacing) == 0.0
+    assert nonconvex_fraction(a**2 - b**2, spacing) == 1.0  # negative curvature along b everywhere
+    ripple = nonconvex_fraction(np.cos(3 * np.pi * a), spacing)  # concave where cos(3πa) > 0
+    assert 0.4 < ripple < 0.6
+
+
+def test_hessian_extremes_match_the_exact_hessian_of_a_tiny_net() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 3)).double()
+    x, y = torch.randn(16, 4, dtype=torch.float64), torch.randint(0, 3, (16,))
+    params = list(model.parameters())
+    shapes = [p.shape for p in params]
+    flat = torch.cat([p.detach().flatten() for p in params])
+
+    def loss_of(theta: torch.Tensor) -> torch.Tensor:  # the same net, written as a function of θ
+        chunks, k = [], 0
+        for s in shapes:
+            n = int(np.prod(s))
+            chunks.append(theta[k : k + n].view(s))
+            k += n
+        w1, b1, w2, b2 = chunks
+        return nn.functional.cross_entropy(torch.tanh(x @ w1.T + b1) @ w2.T + b2, y)
+
+    exact = np.linalg.eigvalsh(torch.autograd.functional.hessian(loss_of, flat).numpy())
+    top, bottom = hessian_extremes(model, x, y, iters=500)
+    assert top == pytest.approx(exact.max(), rel=1e-4)
+    assert bottom == pytest.approx(exact.min(), rel=1e-3, abs=1e-6)
