@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import resnets
+import resnets.analysis.experiments.landscape as landscape_module
 from formats import write_cifar10, write_mnist
 from resnets.analysis.experiments import EXPERIMENTS, Settings, run_experiment
 from resnets.analysis.experiments.degradation import degrades, final_train_error
@@ -20,6 +21,7 @@ from resnets.analysis.experiments.gradients import (
     wider,
 )
 from resnets.analysis.experiments.highway import carry_gate_bias, trains
+from resnets.analysis.experiments.landscape import landscape_verdict
 from resnets.analysis.experiments.lesion import (
     deletion_curve,
     downsampling,
@@ -349,6 +351,7 @@ def test_cli_lists_experiments_and_runs_one(tmp_path, capsys) -> None:
         "highway",
         "skip-dynamics",
         "lesion",
+        "landscape",
         "backprop",
         "reproduce",
     }
@@ -372,3 +375,30 @@ def test_a_rerun_replaces_its_own_runs_and_keeps_other_experiments_runs(tmp_path
     report, _ = run_experiment("backprop", settings)  # its finished runs are trained again, not refused
     assert (other / "metrics.jsonl").read_text() == "{}\n"
     assert "agree with autograd" in report.verdict
+
+
+def test_landscape_verdict_on_constructed_numbers() -> None:
+    smooth = {"rise": [0.10, 0.12, 0.11], "nonconvex": 0.02, "ratio": 0.01}
+    rough = {"rise": [0.90, 1.10, 1.00], "nonconvex": 0.30, "ratio": 0.20}
+    said = landscape_verdict(smooth, rough, 56)
+    assert "plain56's loss rises 1.000 one filter norm away against resnet56's 0.110" in said
+    assert "(beyond the spread over directions)" in said and "30.0% of its 2-D slice" in said
+    assert said.endswith("steeper and less convex, as Li et al. found.")
+    assert "not rougher at depth 20" in landscape_verdict(rough, smooth, 20)
+    mixed = {**rough, "nonconvex": 0.0}
+    assert "rougher on 2 of the 3 measures" in landscape_verdict(smooth, mixed, 20)
+
+
+def test_landscape_of_the_shipped_nets_on_tiny_data(tmp_path, data_dir, monkeypatch) -> None:
+    small = {"images": 48, "line": 5, "grid": 5, "directions": 2, "hessian_images": 16, "iters": 3}
+    monkeypatch.setattr(landscape_module, "QUICK", small)
+    settings = Settings(out=tmp_path / "land", data_dir=data_dir, precision="fp32")
+    report, _ = run_experiment("landscape", settings)
+    results = _check_outputs(tmp_path / "land", "landscape")["results"]
+    for kind in ("residual", "plain"):
+        r = results[kind]
+        assert len(r["slices"]) == 2 and all(len(s) == 5 for s in r["slices"])
+        assert len(r["grid"]) == 5 and r["grid"][2][2] == pytest.approx(r["loss"])  # the centre is θ itself
+        assert r["slices"][0][2] == pytest.approx(r["loss"]) and 0 <= r["nonconvex"] <= 1
+        assert r["lambda_max"] >= r["lambda_min"]
+    assert "resnet20 | 9.25 | 7.37" in report.table.replace("  ", " ")  # shipped error beside Li et al.'s

@@ -21,6 +21,7 @@ from resnets.analysis.experiments import (
     highway,
     dynamics,
     lesion,
+    landscape,
     backprop,
     reproduce,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "experiment",
     "gradients",
     "highway",
+    "landscape",
     "lesion",
     "reproduce",
     "run_experiment",

@@ -1,0 +1,191 @@
+"""landscape (Li, Xu, Taylor, Studer & Goldstein 2018): the training loss around a trained residual net
+and its plain twin, along filter-normalised random directions in 1-D and 2-D, with three numbers a
+verdict can be checked on: the loss rise one filter-norm away, the fraction of the 2-D slice that is
+locally non-convex, and |λ_min / λ_max| of the Hessian at the minimum.
+
+Li et al.'s claim (Fig. 5, Table 1): without skips the surface turns chaotic and non-convex as depth
+grows; with skips it stays smooth and nearly convex. Their CIFAR-10 test errors without → with skips:
+ResNet-20 8.18 → 7.37, ResNet-56 13.31 → 5.89, ResNet-110 16.44 → 5.79.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from resnets.analysis.experiments.common import Settings, dataset_splits
+from resnets.analysis.experiments.registry import experiment
+from resnets.analysis.experiments.twins import trained_twins
+from resnets.analysis.landscape import (
+    filter_normalized_direction,
+    hessian_extremes,
+    nonconvex_fraction,
+    surface,
+)
+from resnets.analysis.plots import figure, save_figure
+from resnets.analysis.report import Report, change_beyond_spread, environment, markdown_table, pm
+
+NETS = {"residual": "resnet{d}", "plain": "plain{d}"}
+PAPER_ERROR = {20: (8.18, 7.37), 56: (13.31, 5.89), 110: (16.44, 5.79)}  # Li et al.: (no skips, skips)
+QUICK = {"images": 1000, "line": 21, "grid": 17, "directions": 3, "hessian_images": 500, "iters": 20}
+FULL = {"images": 5000, "line": 51, "grid": 51, "directions": 5, "hessian_images": 5000, "iters": 100}
+SPAN = 1.0  # the slices cover −1 … 1 filter norms along each direction, as Li et al.'s plots do
+
+
+def measure_net(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, sizes: dict) -> dict:
+    """The 1-D slices (one per direction), the 2-D slice (first two directions) and the Hessian
+    extremes of one net at its trained weights."""
+    line = np.linspace(-SPAN, SPAN, sizes["line"])
+    plane = np.linspace(-SPAN, SPAN, sizes["grid"])
+    directions = [filter_normalized_direction(model, seed) for seed in range(sizes["directions"])]
+    slices = [surface(model, x, y, [d], line).tolist() for d in directions]
+    grid = surface(model, x, y, directions[:2], plane)
+    n = sizes["hessian_images"]
+    top, bottom = hessian_extremes(model, x[:n], y[:n], iters=sizes["iters"])
+    centre = slices[0][len(line) // 2]
+    return {
+        "loss": centre,
+        "line": line.tolist(),
+        "slices": slices,
+        "plane": plane.tolist(),
+        "grid": grid.tolist(),
+        # Per direction: the mean loss one filter norm away on either side, above the minimum.
+        "rise": [(s[0] + s[-1]) / 2 - centre for s in slices],
+        "nonconvex": nonconvex_fraction(grid, plane[1] - plane[0], tol=1e-3),
+        "lambda_max": top,
+        "lambda_min": bottom,
+        "ratio": abs(bottom / top) if top else float("nan"),
+    }
+
+
+@experiment("landscape", "the loss around trained residual and plain nets (Li et al. 2018)")
+def run(settings: Settings) -> Report:
+    """Slice the training loss around the twins at one depth and compare how smooth and convex it is."""
+    data = settings.data or "cifar10"
+    depth = (settings.depths or [20 if settings.quick else 56])[0]
+    sizes = QUICK if settings.quick else FULL
+    twins = trained_twins(settings, NETS, depth, data, [0], "fast-cifar", settings.pick("budget", 30, 30))
+    train = dataset_splits(data, settings.data_dir).train
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[: sizes["images"]]
+    images, labels = train.images[pick.sort().values], train.labels[pick.sort().values]
+    results = {}
+    for kind, (net, *_) in twins.nets.items():
+        x = net.normalize(images).to(next(net.model.parameters()).device)
+        results[kind] = measure_net(net.model.float(), x, labels.to(x.device), sizes)
+        results[kind]["test_accuracy"] = net.test_accuracy
+    rows = [table_row(NETS[kind].format(d=depth), results[kind], depth, kind) for kind in NETS]
+    return Report(
+        name="landscape",
+        title=f"The loss landscape of resnet{depth} and plain{depth} (Li et al. 2018)",
+        command=settings.command,
+        settings={"data": data, "depth": depth, **twins.source, **sizes, "span": SPAN},
+        results=results,
+        table=markdown_table(
+            [
+                "net",
+                "test error (%)",
+                "Li et al. test error (%)",
+                "loss at the minimum",
+                "loss rise at 1 filter norm",
+                "non-convex share of the 2-D slice",
+                "λ_max",
+                "λ_min",
+                "|λ_min/λ_max|",
+            ],
+            rows,
+        ),
+        verdict=landscape_verdict(results["residual"], results["plain"], depth),
+        figures=[
+            plot_slices(Path(settings.out), results, depth),
+            plot_planes(Path(settings.out), results, depth),
+        ],
+        notes=[
+            twins.note(),
+            f"Loss: mean cross-entropy on {sizes['images']:,} training images (a seeded random choice, no "
+            "augmentation), in eval mode (batch-norm running statistics as trained), fp32. Directions: "
+            f"{sizes['directions']} seeded filter-normalised Gaussians (biases and batch-norm parameters "
+            "not moved), the 2-D slice spanned by the first two. The rise is the mean of the losses at −1 "
+            "and +1 filter norms minus the loss at the minimum, mean ± std over the directions.",
+            "Non-convex share: interior points of the 2-D slice whose finite-difference 2×2 Hessian has an "
+            "eigenvalue below −0.001. λ_max, λ_min: power iteration (Hessian-vector products) on the loss "
+            f"of the first {sizes['hessian_images']:,} images, {sizes['iters']} iterations each; Li et al. "
+            "map |λ_min/λ_max| across their plots, we give it at the minimum.",
+        ],
+        environment=environment(settings.torch_device, twins.runs or None),
+    )
+
+
+def table_row(name: str, r: dict, depth: int, kind: str) -> list[str]:
+    """One net's row: its error beside the paper's, and the landscape's three numbers."""
+    paper = PAPER_ERROR.get(depth)
+    return [
+        name,
+        "–" if r.get("test_accuracy") is None else f"{100 * (1 - r['test_accuracy']):.2f}",
+        "–" if paper is None else f"{paper[1 if kind == 'residual' else 0]:.2f}",
+        f"{r['loss']:.4f}",
+        pm(r["rise"], digits=3),
+        f"{r['nonconvex']:.3f}",
+        f"{r['lambda_max']:.2f}",
+        f"{r['lambda_min']:.3f}",
+        f"{r['ratio']:.4f}",
+    ]
+
+
+def landscape_verdict(residual: dict, plain: dict, depth: int) -> str:
+    """One sentence: on how many of the three measures the plain net's surface is rougher (the rise
+    beyond the spread over directions), with the numbers, against Li et al.'s claim."""
+    steeper = change_beyond_spread(residual["rise"], plain["rise"]) > 0
+    rougher = plain["nonconvex"] > residual["nonconvex"]
+    less_convex = plain["ratio"] > residual["ratio"]
+    count = sum([steeper, rougher, less_convex])
+    p_rise, r_rise = statistics.fmean(plain["rise"]), statistics.fmean(residual["rise"])
+    said = (
+        f"Around the trained minimum, plain{depth}'s loss rises {p_rise:.3f} one filter norm away against "
+        f"resnet{depth}'s {r_rise:.3f}{' (beyond the spread over directions)' if steeper else ''}, "
+        f"{plain['nonconvex']:.1%} of its 2-D slice is locally non-convex against "
+        f"{residual['nonconvex']:.1%}, and |λ_min/λ_max| is {plain['ratio']:.4f} against "
+        f"{residual['ratio']:.4f}: "
+    )
+    if count == 3:
+        return said + "the surface without skips is steeper and less convex, as Li et al. found."
+    if count == 0:
+        return (
+            said
+            + f"the plain net's surface is not rougher at depth {depth} (Li et al. see it grow with depth)."
+        )
+    return said + f"the plain net's surface is rougher on {count} of the 3 measures."
+
+
+def plot_slices(out: Path, results: dict, depth: int) -> str:
+    """1-D slices: loss against the step along each direction, residual and plain side by side."""
+    fig, axes = figure(2, 1)
+    for ax, kind in zip(axes[0], NETS, strict=True):
+        r = results[kind]
+        for k, s in enumerate(r["slices"]):
+            ax.plot(r["line"], s, lw=1, label=f"direction {k + 1}")
+        ax.set(
+            title=f"{NETS[kind].format(d=depth)}",
+            xlabel="step (filter norms)",
+            ylabel="training loss",
+            yscale="log",
+        )
+        ax.legend(fontsize=7)
+    return save_figure(fig, out, "landscape_1d.png")
+
+
+def plot_planes(out: Path, results: dict, depth: int) -> str:
+    """2-D slices as contour plots on the same levels, plain | residual (Li et al.'s Fig. 5)."""
+    fig, axes = figure(2, 1, size=(5.0, 4.5))
+    grids = {kind: np.array(results[kind]["grid"]) for kind in NETS}
+    low = min(g.min() for g in grids.values())
+    levels = np.geomspace(max(low, 1e-4), max(g.max() for g in grids.values()), 25)
+    for ax, kind in zip(axes[0], ("plain", "residual"), strict=True):
+        c = np.array(results[kind]["plane"])
+        ax.contour(c, c, grids[kind].T, levels=levels, linewidths=0.8)
+        ax.set(
+            title=f"{NETS[kind].format(d=depth)}", xlabel="direction 1", ylabel="direction 2", aspect="equal"
+        )
+    return save_figure(fig, out, "landscape_2d.png")
