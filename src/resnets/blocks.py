@@ -7,6 +7,13 @@ Every block computes a branch F(x) and merges it with its skip path S(x) accordi
     projection  y = F(x) + W_s x                the seed's learned skip matrix W^(l-2,l), always
     gated       y = T(x)·F(x) + (1 − T(x))·x    highway / "exclusive gating" (He et al. 2016b, Fig. 2c)
 
+Without normalisation (`norm_layer="identity"`), `residual_scale` keeps a deep BasicBlock net trainable:
+
+    skipinit    y = g(α·F(x) + S(x)), α = 0 at init           De & Smith 2020 (SkipInit)
+    rezero      y = α·F(x) + S(x),    α = 0, no activation    Bachlechner et al. 2020, eq. 3 (ReZero)
+    fixup       y = g(s·F'(x) + b + S(x + a)), zero last conv  Zhang et al. 2019 (Fixup): scalar biases
+                before each conv and activation, a scalar multiplier s, scaled init (`fixup_init`)
+
 Post-activation blocks (He et al. 2016) apply ReLU after the merge; pre-activation blocks
 (He et al. 2016b) apply BN-ReLU before each conv and leave the sum untouched. The norm and the
 activation are `norm_layer` and `act_layer`, by name or as callables (resnets.layers.get_norm_layer,
@@ -37,6 +44,7 @@ from resnets.layers import (
 )
 
 BLOCK_SKIPS = ("none", "identity", "projection", "gated")
+RESIDUAL_SCALES = ("none", "skipinit", "rezero", "fixup")
 
 
 class SkipBlock(nn.Module):
@@ -151,10 +159,17 @@ class BasicBlock(SkipBlock):
         gate_bias: float = DEFAULT_GATE_BIAS,
         drop_rate: float = 0.0,
         act_layer: str | ActLayer = "relu",
+        residual_scale: str = "none",
     ) -> None:
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError("BasicBlock supports only groups=1 and base_width=64 (as torchvision)")
+        if residual_scale not in RESIDUAL_SCALES:
+            raise ValueError(f"residual_scale must be one of {RESIDUAL_SCALES}, got {residual_scale!r}")
+        if residual_scale != "none" and skip not in ("identity", "projection"):
+            raise ValueError(
+                f"residual_scale={residual_scale!r} scales a residual sum's branch: skip={skip!r} has no sum"
+            )
         norm = get_norm_layer(norm_layer)
         self.conv1 = conv3x3(in_ch, planes, stride)
         self.bn1 = norm(planes)
@@ -164,13 +179,34 @@ class BasicBlock(SkipBlock):
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = norm(planes)
         self._build_skip(skip, in_ch, planes, stride, shortcut, norm, gate_bias)
+        self.residual_scale = residual_scale
+        if residual_scale in ("skipinit", "rezero"):
+            self.alpha = nn.Parameter(torch.zeros(1))  # the block starts as its skip path
+        if residual_scale == "fixup":
+            self.scale = nn.Parameter(torch.ones(1))
+            for name in ("bias1a", "bias1b", "bias2a", "bias2b"):
+                self.register_parameter(name, nn.Parameter(torch.zeros(1)))
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
+        if self.residual_scale == "fixup":  # Zhang et al. 2019, Fig. 1 (right): biases around each layer
+            out = self.relu(self.bn1(self.conv1(x + self.bias1a)) + self.bias1b)
+            return self.bn2(self.conv2(self.drop(out) + self.bias2a)) * self.scale + self.bias2b
         out = self.relu(self.bn1(self.conv1(x)))
-        return self.bn2(self.conv2(self.drop(out)))
+        out = self.bn2(self.conv2(self.drop(out)))
+        return out * self.alpha if self.residual_scale in ("skipinit", "rezero") else out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self._merge(self.branch(x), x))
+        if self.residual_scale == "fixup":  # the shortcut reads x + a, as the branch does
+            return self.relu(self._merge(self.branch(x), x + self.bias1a))
+        merged = self._merge(self.branch(x), x)
+        return merged if self.residual_scale == "rezero" else self.relu(merged)
+
+    def skip_only(self, x: torch.Tensor) -> torch.Tensor:
+        if self.residual_scale == "rezero":  # no activation after the sum
+            return self.downsample(x)  # type: ignore[misc]
+        if self.residual_scale == "fixup":
+            return self.relu(self.downsample(x + self.bias1a))  # type: ignore[misc]
+        return super().skip_only(x)
 
     def zero_init_last(self) -> None:
         self._zero_scale(self.bn2, self.conv2)

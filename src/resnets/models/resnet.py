@@ -23,6 +23,21 @@ from resnets.models.base import ClassifierNet
 STEMS = ("cifar", "imagenet")
 
 
+def fixup_init(net: ResNet) -> None:
+    """Fixup's initialisation (Zhang et al. 2019, §3, steps 1-3) on top of He init: the last conv of each
+    of the L residual branches zero, the other (m = 2) scaled by L^(−1/(2m−2)) = L^(−1/2), the classifier
+    zero. (Fixup's scalar bias before the classifier is left out: the classifier has its own bias.)"""
+    blocks = net.blocks()
+    factor = len(blocks) ** (-1 / (2 * 2 - 2))
+    with torch.no_grad():
+        for b in blocks:
+            b.conv1.weight.mul_(factor)
+            nn.init.zeros_(b.conv2.weight)
+        if isinstance(net.fc, nn.Linear):
+            nn.init.zeros_(net.fc.weight)
+            nn.init.zeros_(net.fc.bias)
+
+
 class ResNet(ClassifierNet):
     """A stem, stages of `block`s (the first of each stage but the first strides by 2), pool, fc."""
 
@@ -45,6 +60,7 @@ class ResNet(ClassifierNet):
         gate_bias: float = DEFAULT_GATE_BIAS,
         drop_rate: float = 0.0,
         zero_init_last: bool = False,
+        residual_scale: str = "none",
         block_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -68,6 +84,12 @@ class ResNet(ClassifierNet):
         self.relu = act()
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
 
+        if residual_scale != "none":  # only BasicBlock has the option: other blocks refuse the keyword
+            block_kwargs = {**(block_kwargs or {}), "residual_scale": residual_scale}
+        if residual_scale == "fixup" and norm_layer != "identity":
+            raise ValueError(
+                'residual_scale="fixup" replaces normalisation: use it with norm_layer="identity"'
+            )
         in_ch = stem_width
         for i, (n_blocks, planes) in enumerate(zip(layers, widths, strict=True)):
             stage = []
@@ -101,6 +123,8 @@ class ResNet(ClassifierNet):
         if zero_init_last:
             for b in self.blocks():
                 b.zero_init_last()
+        if residual_scale == "fixup":
+            fixup_init(self)
 
     def _feature_info(self, stem: str, stem_width: int, widths: list[int]) -> list[dict[str, object]]:
         # The stem's output (before the ImageNet max-pool, as timm's `act1`), then each stage's; every
