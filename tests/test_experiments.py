@@ -29,6 +29,7 @@ from resnets.analysis.experiments.lesion import (
     single_increases,
     smooth_growth,
 )
+from resnets.analysis.experiments.normfree import normfree_verdict
 from resnets.analysis.experiments.reproduce import models_for
 from resnets.analysis.report import Report, change_beyond_spread, markdown_table, mean_std, pm, write_report
 from resnets.cli import main
@@ -352,6 +353,7 @@ def test_cli_lists_experiments_and_runs_one(tmp_path, capsys) -> None:
         "skip-dynamics",
         "lesion",
         "landscape",
+        "normfree",
         "backprop",
         "reproduce",
     }
@@ -402,3 +404,42 @@ def test_landscape_of_the_shipped_nets_on_tiny_data(tmp_path, data_dir, monkeypa
         assert r["slices"][0][2] == pytest.approx(r["loss"]) and 0 <= r["nonconvex"] <= 1
         assert r["lambda_max"] >= r["lambda_min"]
     assert "resnet20 | 9.25 | 7.37" in report.table.replace("  ", " ")  # shipped error beside Li et al.'s
+
+
+def test_normfree_verdict_on_constructed_numbers() -> None:
+    def r(errors: list[float], diverged: list[bool] | None = None, steps: list[float] | None = None) -> dict:
+        return {
+            "error": errors,
+            "diverged": diverged or [False] * 2,
+            "steps_to_target": steps or [100.0, 110.0],
+        }
+
+    results = {
+        "batchnorm": r([0.30, 0.31]),
+        "no-norm": r([1.0, 1.0], [True, True], [math.inf, math.inf]),
+        "fixup": r([0.305, 0.312]),
+        "skipinit": r([0.40, 0.42], steps=[300.0, 320.0]),
+        "rezero": r([0.35, 0.36], steps=[150.0, 160.0]),
+    }
+    said = normfree_verdict(results, 56)
+    assert "resnet56 diverged in 2 of 2 runs against batch norm's 30.50% (as expected)" in said
+    assert "Fixup is +0.35 points from batch norm (within a point" in said
+    assert "ReZero took 155 steps, Fixup 105 and SkipInit 310: fixup is the fastest." in said
+    results["no-norm"] = r([0.31, 0.30])
+    results["rezero"]["steps_to_target"] = [50.0, 60.0]
+    said = normfree_verdict(results, 56)
+    assert "reached 30.50% error" in said and "not the expected failure" in said
+    assert "ReZero is the fastest, as Bachlechner et al. found." in said
+
+
+@pytest.mark.slow
+def test_normfree_on_tiny_cifar(tmp_path, data_dir) -> None:
+    settings = Settings(
+        out=tmp_path / "nf", data_dir=data_dir, depths=[20], seeds=[0], budget=2.0, precision="fp32"
+    )
+    run_experiment("normfree", settings)
+    results = _check_outputs(tmp_path / "nf", "normfree")["results"]
+    assert set(results) == {"batchnorm", "no-norm", "fixup", "skipinit", "rezero"}
+    assert all(0 <= e <= 1 for r in results.values() for e in r["error"])
+    config = (tmp_path / "nf" / "runs" / "rezero20-s0" / "config.yaml").read_text()
+    assert "residual_scale: rezero" in config and "norm_layer: identity" in config

@@ -22,6 +22,7 @@ from resnets.analysis.experiments import (
     dynamics,
     lesion,
     landscape,
+    normfree,
     backprop,
     reproduce,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "highway",
     "landscape",
     "lesion",
+    "normfree",
     "reproduce",
     "run_experiment",
 ]
