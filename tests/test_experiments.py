@@ -31,6 +31,7 @@ from resnets.analysis.experiments.lesion import (
 )
 from resnets.analysis.experiments.normfree import normfree_verdict
 from resnets.analysis.experiments.reproduce import models_for
+from resnets.analysis.experiments.shortcuts import agreeing_pairs, shortcuts_verdict
 from resnets.analysis.report import Report, change_beyond_spread, markdown_table, mean_std, pm, write_report
 from resnets.cli import main
 from resnets.data import load_dataset
@@ -354,6 +355,7 @@ def test_cli_lists_experiments_and_runs_one(tmp_path, capsys) -> None:
         "lesion",
         "landscape",
         "normfree",
+        "shortcuts",
         "backprop",
         "reproduce",
     }
@@ -443,3 +445,35 @@ def test_normfree_on_tiny_cifar(tmp_path, data_dir) -> None:
     assert all(0 <= e <= 1 for r in results.values() for e in r["error"])
     config = (tmp_path / "nf" / "runs" / "rezero20-s0" / "config.yaml").read_text()
     assert "residual_scale: rezero" in config and "norm_layer: identity" in config
+
+
+def test_shortcuts_verdict_ranks_the_kinds_against_the_table() -> None:
+    errors = {
+        "identity": [0.20, 0.21],
+        "scaled": [0.40, 0.42],
+        "gated": [0.25, 0.26],
+        "shortcut_gated": [0.22, 0.23],
+        "projection": [0.35, 0.36],
+        "dropout": [0.90, 0.90],
+    }
+    assert agreeing_pairs(errors) == (15, 15)  # the paper's order exactly
+    said = shortcuts_verdict(errors, 20)
+    assert "identity shortcut (20.50% error) beats 5 of the 5 other kinds" in said
+    assert "order 15 of the 15 pairs" in said and said.endswith("identity is best, as the paper found.")
+    errors["scaled"], errors["identity"] = [0.20, 0.21], [0.40, 0.42]  # swap the two
+    # Kept: the 6 pairs among the other four, and identity's and scaling's pairs with dropout (2 of 9).
+    assert agreeing_pairs(errors)[0] == 8
+    assert "the best here is constant scaling" in shortcuts_verdict(errors, 20)
+
+
+@pytest.mark.slow
+def test_shortcuts_on_tiny_cifar(tmp_path, data_dir) -> None:
+    settings = Settings(
+        out=tmp_path / "sc", data_dir=data_dir, depths=[20], seeds=[0], budget=1.0, precision="fp32"
+    )
+    report, _ = run_experiment("shortcuts", settings)
+    errors = _check_outputs(tmp_path / "sc", "shortcuts")["results"]["errors"]
+    assert set(errors) == {"identity", "scaled", "gated", "shortcut_gated", "projection", "dropout"}
+    config = (tmp_path / "sc" / "runs" / "shortcut_gated20-s0" / "config.yaml").read_text()
+    assert "skip: shortcut_gated" in config and "gate_bias: -6.0" in config
+    assert "fail (> 20)" in report.table

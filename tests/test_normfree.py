@@ -91,3 +91,40 @@ def test_bad_combinations_are_refused_and_state_dicts_round_trip() -> None:
     again.load_state_dict(model.state_dict())
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(again.eval()(x), model.eval()(x), rtol=0, atol=0)
+
+
+# He et al. 2016b, Fig. 2: each kind of shortcut on a 2-conv block, written out by hand.
+def _shortcut_block(skip: str) -> BasicBlock:
+    torch.manual_seed(0)
+    return BasicBlock(4, 4, skip=skip, norm_layer="identity", shortcut="A", gate_bias=-1.0).double()
+
+
+@pytest.mark.parametrize("skip", ["scaled", "gated", "shortcut_gated", "dropout", "projection"])
+def test_each_shortcut_kind_of_he2016b_computes_its_figure(skip: str) -> None:
+    block = _shortcut_block(skip).eval()
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64)
+    f = _conv(F.relu(_conv(x, block.conv1)), block.conv2)  # the branch F(x)
+    if block.gate is not None:
+        t = torch.sigmoid(F.conv2d(x, block.gate.proj.weight, block.gate.proj.bias))
+    expected = {
+        "scaled": lambda: F.relu(0.5 * f + 0.5 * x),  # Fig. 2b, λ = 0.5 on both
+        "gated": lambda: F.relu(t * f + (1 - t) * x),  # Fig. 2c, exclusive gating
+        "shortcut_gated": lambda: F.relu(f + (1 - t) * x),  # Fig. 2d
+        "dropout": lambda: F.relu(f + x),  # Fig. 2f, at test time dropout passes x
+        "projection": lambda: F.relu(f + F.conv2d(x, block.downsample[0].weight)),  # Fig. 2e, 1×1 conv
+    }[skip]()
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_the_dropout_shortcut_drops_half_of_the_shortcut_while_training() -> None:
+    block = _shortcut_block("dropout").train()
+    x = torch.rand(2, 4, 6, 6, dtype=torch.float64) + 0.1
+    with torch.no_grad():
+        f = _conv(F.relu(_conv(x, block.conv1)), block.conv2)
+        torch.manual_seed(7)
+        got = block(x)
+        torch.manual_seed(7)
+        dropped = F.dropout(x, 0.5, training=True)  # the same draw: zero or 2x, p = 0.5
+    torch.testing.assert_close(got, F.relu(f + dropped), rtol=1e-12, atol=1e-12)
+    assert 0.3 < float((dropped == 0).double().mean()) < 0.7

@@ -6,6 +6,10 @@ Every block computes a branch F(x) and merges it with its skip path S(x) accordi
     identity    y = F(x) + x                    ResNet (x zero-padded (A) or projected (B) on a shape change)
     projection  y = F(x) + W_s x                the seed's learned skip matrix W^(l-2,l), always
     gated       y = T(x)·F(x) + (1 − T(x))·x    highway / "exclusive gating" (He et al. 2016b, Fig. 2c)
+    scaled      y = λ·F(x) + λ·x, λ = 0.5       "constant scaling" (He et al. 2016b, Fig. 2b)
+    shortcut_gated  y = F(x) + (1 − T(x))·x     "shortcut-only gating" (Fig. 2d)
+    dropout     y = F(x) + dropout(x), p = 0.5  "dropout shortcut" (Fig. 2f; the 1×1 conv of Fig. 2e is
+                                                `projection`)
 
 Without normalisation (`norm_layer="identity"`), `residual_scale` keeps a deep BasicBlock net trainable:
 
@@ -43,7 +47,9 @@ from resnets.layers import (
     make_shortcut,
 )
 
-BLOCK_SKIPS = ("none", "identity", "projection", "gated")
+BLOCK_SKIPS = ("none", "identity", "projection", "gated", "scaled", "shortcut_gated", "dropout")
+SHORTCUT_SCALE = 0.5  # He et al. 2016b, Table 1: λ = 0.5 on both paths (the only scaling that trained)
+SHORTCUT_DROPOUT = 0.5  # ibid.: dropout ratio 0.5 on the shortcut
 RESIDUAL_SCALES = ("none", "skipinit", "rezero", "fixup")
 
 
@@ -77,7 +83,9 @@ class SkipBlock(nn.Module):
     ) -> None:
         self.skip = check_skip(skip, BLOCK_SKIPS)
         self.downsample = make_shortcut(skip, in_ch, out_ch, stride, shortcut, norm_layer)
-        self.gate = Gate(in_ch, out_ch, stride, gate_bias) if skip == "gated" else None
+        self.gate = Gate(in_ch, out_ch, stride, gate_bias) if skip in ("gated", "shortcut_gated") else None
+        if skip == "dropout":
+            self.shortcut_drop = nn.Dropout(SHORTCUT_DROPOUT)
         # Pre-activation blocks feed a learned shortcut the pre-activated input; identity carries x.
         # (Post-activation blocks ignore this.)
         self.shortcut_reads_preact = self.downsample is not None and any(
@@ -95,8 +103,14 @@ class SkipBlock(nn.Module):
             self.probe(self, branch, carry, gate)
         if carry is None:
             return branch
+        if self.skip == "scaled":
+            return SHORTCUT_SCALE * (branch + carry)
+        if self.skip == "dropout":
+            return branch + self.shortcut_drop(carry)
         if gate is None:
             return branch + carry
+        if self.skip == "shortcut_gated":
+            return branch + (1 - gate) * carry
         return highway_combine(branch, carry, gate)
 
     def _skip_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,6 +136,10 @@ class SkipBlock(nn.Module):
             return x if (in_ch, stride) == (out_ch, 1) else ZeroPadShortcut(in_ch, out_ch, stride)(x)
         carry_in, gate_in = self._skip_inputs(x)
         carry = self.downsample(carry_in)
+        if self.skip == "scaled":
+            carry = SHORTCUT_SCALE * carry
+        elif self.skip == "dropout":
+            carry = self.shortcut_drop(carry)
         if self.gate is not None:
             # Highway merge T·F + (1 − T)·S with F = 0. (Srivastava et al. 2015's lesion instead closes
             # the gate, T = 0, which passes S(x) alone.)

@@ -24,8 +24,12 @@ class SkipKind(str, enum.Enum):
     NONE = "none"  # S(a) = 0: a plain network
     IDENTITY = "identity"  # S(a) = a (zero-padded or projected where the shape changes): ResNet
     PROJECTION = "projection"  # S(a) = W a, a learned matrix always: the seed's W^(l-2,l)
-    GATED = "gated"  # T·F(a) + (1 − T)·a: Highway networks
+    GATED = "gated"  # T·F(a) + (1 − T)·a: Highway networks, He et al. 2016b's "exclusive gating"
     DENSE = "dense"  # several earlier layers, concatenated: DenseNet
+    # The other shortcuts He et al. 2016b, Table 1 / Fig. 2 compare (conv blocks only):
+    SCALED = "scaled"  # λ·F(a) + λ·a, λ = 0.5: "constant scaling"
+    SHORTCUT_GATED = "shortcut_gated"  # F(a) + (1 − T)·a: "shortcut-only gating"
+    DROPOUT = "dropout"  # F(a) + dropout(a), p = 0.5: "dropout shortcut"
 
     def __str__(self) -> str:
         return self.value
@@ -214,9 +218,10 @@ def make_shortcut(
     """The path around a block for a skip kind; `None` for `skip="none"`.
 
     `identity` is the bare input where shapes match, else option A (zero-pad) or B (projection);
-    `projection` always learns a 1×1 map; `gated` carries the identity path (the gate is separate).
+    `projection` always learns a 1×1 map; `gated`, `scaled`, `shortcut_gated` and `dropout` carry the
+    identity path (the gate, the scale and the dropout are applied at the block's merge).
     """
-    check_skip(skip, ("none", "identity", "projection", "gated"))
+    check_skip(skip, ("none", "identity", "projection", "gated", "scaled", "shortcut_gated", "dropout"))
     if skip == "none":
         return None
     if skip == "projection":

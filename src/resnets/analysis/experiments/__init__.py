@@ -23,6 +23,7 @@ from resnets.analysis.experiments import (
     lesion,
     landscape,
     normfree,
+    shortcuts,
     backprop,
     reproduce,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "normfree",
     "reproduce",
     "run_experiment",
+    "shortcuts",
 ]
 
 
