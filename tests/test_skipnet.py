@@ -131,3 +131,21 @@ def test_scale_branches_keeps_a_deep_unnormalised_residual_stack_finite_at_init(
     pooled = torch.cat([layer.linear.weight.flatten() for layer in summing])
     assert pooled.std().item() == pytest.approx(he_std / 98**0.5, rel=0.02)
     assert scaled.layers[1].linear.weight.std().item() == pytest.approx(he_std, rel=0.05)
+
+
+def test_a_layer_may_be_linear_and_the_next_matrix_gets_a_linear_gain() -> None:
+    # a^1 = relu(W1 a^0 + b1); a^2 = W2 a^1 + b2 (linear); a^3 = relu(W3 a^2 + b3 + a^1): one identity
+    # skip over a linear layer, the seed's "the intermediate layers are all linear".
+    torch.manual_seed(0)
+    spec = [{"width": 256}, {"width": 256, "act": "identity"}, {"width": 256, "skips": [[1, "identity"]]}]
+    net = resnets.create_model("skipnet", layers=spec, in_chans=1, input_size=(4, 4)).double()
+    x = torch.randn(3, 1, 4, 4, dtype=torch.float64)
+    lin = [layer.linear for layer in net.layers]
+    a1 = torch.relu(lin[0](x.flatten(1)))
+    a2 = lin[1](a1)
+    a3 = torch.relu(lin[2](a2) + a1)
+    torch.testing.assert_close(net.activations(x)[3], a3, rtol=1e-12, atol=1e-12)
+    # He init: the matrix after a ReLU layer has std √2/√fan_in, after a linear layer 1/√fan_in.
+    assert float(lin[1].weight.detach().std()) == pytest.approx(2**0.5 / 256**0.5, rel=0.02)
+    assert float(lin[2].weight.detach().std()) == pytest.approx(1 / 256**0.5, rel=0.02)
+    assert net.specs[1].act == "identity" and net.specs[2].act is None

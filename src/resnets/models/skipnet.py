@@ -72,10 +72,12 @@ class Skip:
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """One layer: its width and the skips that feed it (no skips: a plain layer, the kind "none")."""
+    """One layer: its width, the skips that feed it (no skips: a plain layer, the kind "none") and its
+    activation g (None: the net's `act_layer`; "identity" makes a linear layer)."""
 
     width: int
     skips: tuple[Skip, ...] = field(default_factory=tuple)
+    act: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.width, bool) or not isinstance(self.width, int) or self.width < 1:
@@ -84,7 +86,7 @@ class LayerSpec:
     @classmethod
     def coerce(cls, value: LayerSpec | int | Mapping[str, object]) -> LayerSpec:
         """Accept a LayerSpec, a bare width, or a mapping such as
-        {"width": 64, "skips": [[1, "identity"]]} (the form a config file gives)."""
+        {"width": 64, "skips": [[1, "identity"]], "act": "identity"} (the form a config file gives)."""
         if isinstance(value, LayerSpec):
             return value
         if isinstance(value, int):
@@ -94,7 +96,8 @@ class LayerSpec:
                 s if isinstance(s, Skip) else Skip(**s) if isinstance(s, Mapping) else Skip(*s)
                 for s in value.get("skips", ())  # type: ignore[union-attr]
             )
-            return cls(int(value["width"]), skips)  # type: ignore[arg-type]
+            act = value.get("act")
+            return cls(int(value["width"]), skips, None if act is None else str(act))  # type: ignore[arg-type]
         raise TypeError(f"a layer must be a LayerSpec, an int width or a mapping, got {value!r}")
 
 
@@ -259,7 +262,8 @@ class SkipNet(ClassifierNet):
         widths = [self.in_features]
         blocks = []
         for l, spec in enumerate(specs, start=1):
-            blocks.append(SkipLayer(l, widths, spec, act_layer, gate_bias, norm_layer))
+            act = act_layer if spec.act is None else spec.act
+            blocks.append(SkipLayer(l, widths, spec, act, gate_bias, norm_layer))
             widths.append(spec.width)
         self.widths = widths  # widths[l] is the width of a^l
         self.layers = nn.ModuleList(blocks)
@@ -267,14 +271,17 @@ class SkipNet(ClassifierNet):
         self.head = self._make_classifier(num_classes)
         self._init_weights(gate_bias, scale_branches)
 
-    def _gain(self) -> float:
-        """He et al. 2015's gain for the activation g: PyTorch's where it has one, else 1/√E[g(z)²] for
+    def _gain(self, layer: int = 1) -> float:
+        """He et al. 2015's gain for the activation g that made layer `layer`'s input (the net's own g
+        for the first layer, whose input is the data): PyTorch's where it has one, else 1/√E[g(z)²] for
         z ~ N(0, 1), the factor that keeps E[a²] = Var(z) through W (√2 for ReLU, as calculate_gain)."""
-        if self.activation in _KNOWN_GAINS:
-            return nn.init.calculate_gain(_KNOWN_GAINS[self.activation])
+        below = self.specs[layer - 2].act if layer >= 2 else None
+        name = self.activation if below is None else canonical_act_name(below)
+        if name in _KNOWN_GAINS:
+            return nn.init.calculate_gain(_KNOWN_GAINS[name])
         z = torch.linspace(-12.0, 12.0, 24_001, dtype=torch.float64, device="cpu")
         with torch.no_grad():
-            g = self.layers[0].act(z.clone())  # a clone: g may work in place
+            g = self.layers[max(layer - 2, 0)].act(z.clone())  # a clone: g may work in place
         second_moment = torch.trapezoid(g**2 * torch.exp(-(z**2) / 2), z) / sqrt(2 * torch.pi)
         return float(second_moment) ** -0.5
 
@@ -287,17 +294,22 @@ class SkipNet(ClassifierNet):
     def _init_weights(self, gate_bias: float, scale_branches: bool) -> None:
         # He et al. 2015: N(0, gain²/fan_in) keeps activation variance across layers (gain √2 for
         # ReLU); biases start at zero and gate biases negative, so highway layers start carrying.
-        gain = self._gain()
         # Without normalisation every identity sum a^l = g(W a^(l-1) + a^(l-k)) adds the branch's variance
         # to the skip's, so the variance grows geometrically with depth (residual_mlp of 100 layers: output
         # std 1.7e12 at init). Scaling the matrix of each of the n summing layers by 1/√n keeps the growth
-        # bounded (cf. Hanin & Rolnick 2018 on scaled residual modules; Fixup, Zhang et al. 2019).
-        summing = sum(1 for layer in self.layers if layer.identity_sources)
+        # bounded (cf. Hanin & Rolnick 2018 on scaled residual modules; Fixup, Zhang et al. 2019). A
+        # projection skip W^(l-k,l) a^(l-k) sums the same way; with `scale_branches` it starts with gain 1,
+        # carrying its source's variance as an identity skip would (He init's gain would double it).
+        summing = sum(1 for layer in self.layers if layer.identity_sources or layer.projections)
         branch = 1 / summing**0.5 if scale_branches and summing else 1.0
-        for layer in self.layers:
+        for l, layer in enumerate(self.layers, start=1):
+            gain = self._gain(l)
+            sums = bool(layer.identity_sources or layer.projections)
             for lin in [layer.linear, *layer.projections.values()]:
-                scale = branch if layer.identity_sources and lin is layer.linear else 1.0
-                nn.init.normal_(lin.weight, 0.0, scale * gain / lin.in_features**0.5)
+                own = lin is layer.linear
+                scale = branch if sums and own else 1.0
+                std = scale * (gain if own or not scale_branches else 1.0) / lin.in_features**0.5
+                nn.init.normal_(lin.weight, 0.0, std)
                 if lin.bias is not None:
                     nn.init.zeros_(lin.bias)
             if layer.gate is not None:
