@@ -32,6 +32,7 @@ from resnets.analysis.experiments.lesion import (
 from resnets.analysis.experiments.normfree import normfree_verdict
 from resnets.analysis.experiments.reproduce import models_for
 from resnets.analysis.experiments.shortcuts import agreeing_pairs, shortcuts_verdict
+from resnets.analysis.experiments.skip_span import cell, span_layers, span_verdict
 from resnets.analysis.report import Report, change_beyond_spread, markdown_table, mean_std, pm, write_report
 from resnets.cli import main
 from resnets.data import load_dataset
@@ -356,6 +357,7 @@ def test_cli_lists_experiments_and_runs_one(tmp_path, capsys) -> None:
         "landscape",
         "normfree",
         "shortcuts",
+        "skip-span",
         "backprop",
         "reproduce",
     }
@@ -477,3 +479,52 @@ def test_shortcuts_on_tiny_cifar(tmp_path, data_dir) -> None:
     config = (tmp_path / "sc" / "runs" / "shortcut_gated20-s0" / "config.yaml").read_text()
     assert "skip: shortcut_gated" in config and "gate_bias: -6.0" in config
     assert "fail (> 20)" in report.table
+
+
+def test_skip_span_cells_wire_the_skips_the_grid_names() -> None:
+    layers = span_layers(2, "linear", "projection", width=8)  # k = 3: blocks of 3 layers
+    assert len(layers) == 25 and layers[0] == {"width": 8}
+    assert layers[1:4] == [
+        {"width": 8, "act": "identity"},
+        {"width": 8, "act": "identity"},
+        {"width": 8, "skips": [[1, "projection"]]},  # a^4 = g(Z^4 + W^(1,4) a^1)
+    ]
+    assert layers[24] == {"width": 8, "skips": [[22, "projection"]]}
+    net = resnets.create_model("skipnet", layers=span_layers(1, "nonlinear", "gated", width=8))
+    carried = [layer.carry_source for layer in net.layers]
+    assert carried[:5] == [None, None, 1, None, 3] and net.specs[2].act is None  # ReLU between
+
+
+def test_skip_span_verdict_on_constructed_numbers() -> None:
+    def r(loss: list[float]) -> dict:
+        return {"train_loss": loss, "test_error": [0.1] * len(loss)}
+
+    results = {
+        cell(j, b, k): r([0.10, 0.11])
+        for k in ("identity", "projection", "gated", "none")
+        for j in (1, 2, 3)
+        for b in ("nonlinear", "linear")
+    }
+    results[cell(3, "nonlinear", "identity")] = r([0.50, 0.52])
+    results[cell(3, "nonlinear", "gated")] = r([0.20, 0.21])
+    results[cell(3, "nonlinear", "projection")] = r([0.49, 0.53])
+    said = span_verdict(results)
+    assert "jumping one ReLU layer ends at training loss 0.1050, jumping 3 ReLU layers at 0.5100" in said
+    assert "train better than several nonlinear ones, as the seed says" in said
+    assert "closes the gap (gated below identity beyond the spread)" in said
+    results[cell(3, "nonlinear", "gated")] = r([0.49, 0.53])
+    results[cell(3, "linear", "identity")] = r([0.50, 0.53])
+    said = span_verdict(results)
+    assert (
+        "holds only for the single nonlinear layer" in said
+        and "does not support the seed's second half" in said
+    )
+
+
+@pytest.mark.slow
+def test_skip_span_on_tiny_mnist(tmp_path, data_dir) -> None:
+    settings = Settings(out=tmp_path / "span", data_dir=data_dir, seeds=[0], budget=1.0, precision="fp32")
+    run_experiment("skip-span", settings)
+    results = _check_outputs(tmp_path / "span", "skip-span")["results"]
+    assert len(results) == 3 * 3 * 2 + 1
+    assert all(0 < r["train_loss"][0] < 10 for r in results.values())  # finite: every run logged its steps

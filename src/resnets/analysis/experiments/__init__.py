@@ -24,6 +24,7 @@ from resnets.analysis.experiments import (
     landscape,
     normfree,
     shortcuts,
+    skip_span,
     backprop,
     reproduce,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "reproduce",
     "run_experiment",
     "shortcuts",
+    "skip_span",
 ]
 
 
