@@ -16,7 +16,7 @@ from pathlib import Path
 
 from resnets.analysis.experiments.common import LINEAR_WARMUP, Settings, seeds_for
 from resnets.analysis.experiments.registry import experiment
-from resnets.analysis.experiments.sweep import Run, Sweep, grid
+from resnets.analysis.experiments.sweep import Run, Sweep, variants
 from resnets.analysis.plots import figure, plot_curve, save_figure
 from resnets.analysis.report import Report, change_beyond_spread, environment, markdown_table, mean_curve, pm
 
@@ -41,11 +41,6 @@ def steps_to(run: Run, target: float = TARGET) -> float:
     return math.inf
 
 
-def final_error(run: Run) -> float:
-    """The run's test error (1.0, chance and worse, for a run that diverged)."""
-    return 1.0 if run.diverged else 1 - run.result.summary["test_accuracy"]  # type: ignore[union-attr]
-
-
 @experiment("normfree", "residual nets without normalisation: Fixup, SkipInit, ReZero vs batch norm")
 def run(settings: Settings) -> Report:
     """Train each variant per seed; compare final error, divergence and the steps to 50% accuracy."""
@@ -53,10 +48,9 @@ def run(settings: Settings) -> Report:
     depth = (settings.depths or [32 if settings.quick else 110])[0]
     epochs = settings.pick("budget", 1, 164)
     seeds = seeds_for(settings, quick=(0, 1, 2))
-    models = {kind: "resnet{d}" for kind in VARIANTS}
     sweep = Sweep(
         settings,
-        grid(models, [depth], lambda kind, _d: {"model": {"kwargs": VARIANTS[kind]}}),
+        variants("resnet{d}", depth, VARIANTS),
         seeds,
         recipe=RECIPE,
         data=data,
@@ -68,7 +62,7 @@ def run(settings: Settings) -> Report:
     runs = {key.removesuffix(str(depth)): per_seed for key, per_seed in sweep.train_all().items()}
     results = {
         kind: {
-            "error": [final_error(r) for r in per_seed],
+            "error": [r.test_error for r in per_seed],
             "diverged": [r.diverged for r in per_seed],
             "steps_to_target": [steps_to(r) for r in per_seed],
         }

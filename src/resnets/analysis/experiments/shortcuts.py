@@ -16,7 +16,7 @@ from itertools import combinations
 
 from resnets.analysis.experiments.common import LINEAR_WARMUP, Settings, seeds_for
 from resnets.analysis.experiments.registry import experiment
-from resnets.analysis.experiments.sweep import Sweep, grid
+from resnets.analysis.experiments.sweep import Sweep, variants
 from resnets.analysis.report import Report, change_beyond_spread, environment, markdown_table, pm
 
 # He et al. 2016b, Table 1: ResNet-110 on CIFAR-10, test error (%); dropout "fail" (above 20%).
@@ -57,10 +57,9 @@ def run(settings: Settings) -> Report:
     depth = (settings.depths or [20 if settings.quick else 110])[0]
     epochs = settings.pick("budget", 1, 164)
     seeds = seeds_for(settings, quick=(0, 1, 2))
-    models = {kind: "resnet{d}" for kind in PAPER_ERROR}
     sweep = Sweep(
         settings,
-        grid(models, [depth], lambda kind, _d: {"model": {"kwargs": net_kwargs(kind)}}),
+        variants("resnet{d}", depth, {kind: net_kwargs(kind) for kind in PAPER_ERROR}),
         seeds,
         recipe="he2016-cifar",
         data=data,
@@ -69,10 +68,7 @@ def run(settings: Settings) -> Report:
         may_diverge=True,
     )
     errors = {
-        key.removesuffix(str(depth)): [
-            1.0 if r.diverged else 1 - r.result.summary["test_accuracy"] for r in runs
-        ]
-        for key, runs in sweep.train_all().items()
+        key.removesuffix(str(depth)): [r.test_error for r in runs] for key, runs in sweep.train_all().items()
     }
     rows = [
         [LABELS[kind], "fail (> 20)" if PAPER_ERROR[kind] is None else f"{PAPER_ERROR[kind]:.2f}", pm(e, 100)]

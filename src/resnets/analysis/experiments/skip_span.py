@@ -93,7 +93,7 @@ def run(settings: Settings) -> Report:
     results = {
         key: {
             "train_loss": [final_train_loss(r) for r in per_seed],
-            "test_error": [1.0 if r.diverged else 1 - r.result.summary["test_accuracy"] for r in per_seed],
+            "test_error": [r.test_error for r in per_seed],
         }
         for key, per_seed in runs.items()
     }

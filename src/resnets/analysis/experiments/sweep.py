@@ -57,6 +57,16 @@ def grid(
     ]
 
 
+def variants(pattern: str, depth: int, kwargs: Mapping[str, Mapping[str, Any]]) -> list[Net]:
+    """One architecture built several ways: a net per kind, the model `pattern` ("resnet{d}") at `depth`
+    with that kind's model kwargs (e.g. {"skip": "scaled"}), so the kinds differ only there."""
+    return grid(
+        {kind: pattern for kind in kwargs},
+        [depth],
+        lambda kind, _d: {"model": {"kwargs": dict(kwargs[kind])}},
+    )
+
+
 @dataclass
 class Run:
     """One run of a sweep: its net and seed, its directory, its result and how it came to be."""
@@ -71,6 +81,11 @@ class Run:
     def diverged(self) -> bool:
         """Whether the run's loss became NaN before it finished."""
         return self.result is None
+
+    @property
+    def test_error(self) -> float:
+        """The final test error, 1.0 (chance and worse) for a run that diverged."""
+        return 1.0 if self.result is None else 1 - self.result.summary["test_accuracy"]
 
     def records(self, split: str) -> list[dict[str, Any]]:
         """The run's metrics.jsonl records of one split (train_step, train, test, val)."""
