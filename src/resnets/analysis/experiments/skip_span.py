@@ -173,13 +173,13 @@ def span_verdict(results: dict[str, dict[str, list[float]]]) -> str:
         + (
             "one nonlinear layer or linear layers train better than several nonlinear ones, as the seed says."
             if one_better and linear_better
-            else "the seed's first half holds only for "
+            else "the seed's first half holds "
             + (
-                "the single nonlinear layer."
+                "only for the single nonlinear layer."
                 if one_better
-                else "the linear layers."
+                else "only for the linear layers."
                 if linear_better
-                else "neither."
+                else "for neither: spanning several ReLU layers trained no worse here."
             )
         )
     )
