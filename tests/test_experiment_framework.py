@@ -157,6 +157,10 @@ def test_experiments_register_by_decorator_in_the_listing_order() -> None:
         "highway",
         "skip-dynamics",
         "lesion",
+        "landscape",
+        "normfree",
+        "shortcuts",
+        "skip-span",
         "backprop",
         "reproduce",
     ]

@@ -64,10 +64,10 @@ def test_fixup_initialisation_follows_the_formula() -> None:
     assert len(blocks) == 27
     for b in blocks:
         he_std = math.sqrt(2 / (b.conv1.out_channels * 9))  # He init, fan_out, as torchvision
-        assert float(b.conv1.weight.std()) == pytest.approx(he_std * factor, rel=0.1)
+        assert float(b.conv1.weight.detach().std()) == pytest.approx(he_std * factor, rel=0.1)
         assert torch.count_nonzero(b.conv2.weight) == 0
-        assert float(b.scale) == 1 and all(
-            float(getattr(b, n)) == 0 for n in ("bias1a", "bias1b", "bias2a", "bias2b")
+        assert float(b.scale.detach()) == 1 and all(
+            float(getattr(b, n).detach()) == 0 for n in ("bias1a", "bias1b", "bias2a", "bias2b")
         )
     assert torch.count_nonzero(model.fc.weight) == 0 and torch.count_nonzero(model.fc.bias) == 0
     assert torch.equal(model(torch.randn(2, 3, 32, 32)), torch.zeros(2, 10))  # a zero classifier
