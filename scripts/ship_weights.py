@@ -45,7 +45,9 @@ def main() -> None:
     parser.add_argument("--command", required=True, help="the exact command that trained the run")
     parser.add_argument("--paper", type=float, default=None, help="the paper's accuracy for the model")
     parser.add_argument("--notes", default="")
-    parser.add_argument("--commit", help="the resnets commit the run trained on (default: HEAD)")
+    parser.add_argument(
+        "--commit", help="the commit the run trained on (default: what its summary.json records, else HEAD)"
+    )
     args = parser.parse_args()
 
     summary = json.loads((args.run / "summary.json").read_text())
@@ -66,7 +68,9 @@ def main() -> None:
     }
     (REPO / "tests" / "expect" / "weights" / f"{name}.json").write_text(json.dumps(record) + "\n")
     cfg = yaml.safe_load((args.run / "config.yaml").read_text())
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
+    # The commit the run recorded when it started; runs older than that record fall back to HEAD.
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
+    commit = args.commit or summary.get("commit") or head.stdout.strip()
     print(
         f"""    PretrainedWeights(
         model={meta.model!r},
@@ -76,7 +80,7 @@ def main() -> None:
         dataset={meta.dataset!r},
         recipe={cfg["recipe"]!r},
         seed={cfg["run"]["seed"]},
-        commit={args.commit or commit.stdout.strip()!r},
+        commit={commit!r},
         test_accuracy={single},
         flip_tta_accuracy={flip},
         val_split={cfg["data"]["val_split"]},

@@ -512,3 +512,19 @@ def test_fine_tuning_refuses_weights_of_another_model(tmp_path) -> None:
         resnets.resolve_config(
             flags={"model": {"name": "resnet20", "weights": str(tmp_path / "plain.safetensors")}}
         )
+
+
+def test_a_run_records_the_commit_of_the_code_it_ran(tmp_path) -> None:
+    # The commit is asked of git here, independently: HEAD's short hash, "+modified" when src/ differs.
+    src = Path(resnets.__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=src).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD")
+    if not head:
+        pytest.skip("resnets is not imported from a git checkout here")
+    expected = head + ("+modified" if git("status", "--porcelain", "--", str(src)) else "")
+    result = train(_cfg(tmp_path / "r", run={"max_steps": 1, "epochs": 1}))
+    assert result.summary["commit"] == expected
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["commit"] == expected

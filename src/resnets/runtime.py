@@ -11,6 +11,8 @@ import contextlib
 import functools
 import os
 import platform
+import subprocess
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -77,6 +79,28 @@ def environment(device: torch.device | None = None, runs: int | None = None) -> 
     if runs is not None:
         env["runs"] = runs
     return env
+
+
+def code_commit() -> str | None:
+    """The git commit of resnets' source ("abc1234", "+modified" when src/ differs from it), or None
+    outside a git checkout (an installed wheel). Runs and experiments read it when they start, not when
+    they end, so that a commit made meanwhile is not credited with their numbers."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *args], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return None
+    return commit + (
+        "+modified" if git("status", "--porcelain", "--", str(Path(__file__).parents[1])) else ""
+    )
 
 
 def machine_line(device: torch.device | None = None) -> str:

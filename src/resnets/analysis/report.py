@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -17,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from resnets.runtime import code_commit
 
 
 @dataclass
@@ -55,27 +56,6 @@ def environment(device: torch.device | None = None, runs: Sequence[Any] | None =
     if commit:
         env["commit"] = commit
     return env
-
-
-def code_commit() -> str | None:
-    """The git commit of resnets' source ("abc1234", "+modified" when src/ differs from it), or None
-    outside a git checkout. `run_experiment` reads it when an experiment starts, not when it ends."""
-
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(
-                ["git", *args], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
-            )
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    commit = git("rev-parse", "--short", "HEAD")
-    if not commit:
-        return None
-    return commit + (
-        "+modified" if git("status", "--porcelain", "--", str(Path(__file__).parents[1])) else ""
-    )
 
 
 def change_beyond_spread(before: Sequence[float], after: Sequence[float]) -> int:

@@ -25,7 +25,14 @@ from torch import nn
 from resnets.data import AlternatingFlips, Normalize, epoch_generator, random_crop_flip
 from resnets.errors import ConfigError, TrainingDiverged, TrainingInterrupted, printable
 from resnets.registry import get_spec
-from resnets.runtime import ClassificationMeter, autocast, evaluate_batches, pick_device, pick_precision
+from resnets.runtime import (
+    ClassificationMeter,
+    autocast,
+    code_commit,
+    evaluate_batches,
+    pick_device,
+    pick_precision,
+)
 from resnets.train import setup
 from resnets.train.callbacks import Callback, StepFunction, as_callbacks
 from resnets.train.checkpoint import find_checkpoint, save_checkpoint, tidy_checkpoint
@@ -154,6 +161,7 @@ class Trainer:
     def _start(self) -> RunLog:
         """Set up the run, continue a resumed one from its last checkpoint; returns the run's log."""
         self.t_start, self.wall_before = time.perf_counter(), 0.0
+        self.commit = code_commit()  # the code this process runs, read before it trains
         self._setup()
         if self.dist.is_main:  # what a writer killed mid-swap left, before anything reads or writes
             for name in (LAST, BEST):

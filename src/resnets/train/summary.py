@@ -59,6 +59,8 @@ def finish_run(trainer: Trainer, epochs: int) -> dict[str, Any]:
         "machine": platform.machine(),
         "cpu": cpu_model(),
         "best": t.best,
+        # resnets' git commit when this process started (or resumed) the run; None outside a checkout
+        "commit": t.commit,
     }
     if "val" in t.eval_batches:
         val = t.evaluate("val")

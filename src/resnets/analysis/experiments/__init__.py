@@ -10,7 +10,8 @@ from pathlib import Path
 
 from resnets.analysis.experiments.common import Settings
 from resnets.analysis.experiments.registry import EXPERIMENTS, Experiment, experiment
-from resnets.analysis.report import Report, code_commit, write_report
+from resnets.analysis.report import Report, write_report
+from resnets.runtime import code_commit
 
 # Each module registers its experiment as it is imported, and `resnets experiment --help` lists them in
 # registration order, so the imports keep that order (not isort's).
