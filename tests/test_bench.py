@@ -166,3 +166,10 @@ def test_profile_step_smoke_ranks_operators_that_sum_to_at_most_the_step() -> No
     shares = [_number(line.split("|")[2].strip()) for line in out.splitlines() if line.startswith("| aten::")]
     assert len(shares) >= 6 and all(0 < s <= 100 for s in shares)
     assert any(line.startswith("| aten::convolution_backward |") for line in out.splitlines())
+
+
+def test_optimizer_step_smoke_times_the_three_implementations() -> None:
+    cells = _cells(_run_smoke("optimizer_step.py"), "resnet20")
+    loop, foreach, fused, ratio = (_number(c) for c in cells[2:6])
+    assert cells[1] == "sgd" and min(loop, foreach, fused) > 0
+    assert ratio == pytest.approx(loop / fused, abs=0.01 + 0.001 * loop / fused)

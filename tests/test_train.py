@@ -446,6 +446,28 @@ def test_build_optimizer_groups_and_types() -> None:
     assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["nesterov"] and len(sgd.param_groups) == 1
 
 
+def test_the_fused_sgd_step_is_nesterov_sgd_with_weight_decay_in_float64() -> None:
+    # Two steps written out in float64 (PyTorch's SGD: g = grad + wd·p; b = μ·b + g, b₁ = g;
+    # Nesterov: p -= lr·(g + μ·b)), against the optimizer resnets builds (fused where the CPU has it).
+    from resnets.train.config import OptimConfig
+    from resnets.train.optim import build_optimizer
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(5, 3)
+    opt = build_optimizer(net, OptimConfig(lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4))
+    if torch.__version__ >= "2.4":
+        assert opt.defaults["fused"]
+    p, buf = net.weight.detach().double().clone(), None
+    for step in range(2):
+        grad = torch.randn(3, 5, generator=torch.Generator().manual_seed(step))
+        net.weight.grad, net.bias.grad = grad.clone(), torch.zeros(3)
+        opt.step()
+        g = grad.double() + 5e-4 * p
+        buf = g if buf is None else 0.9 * buf + g
+        p = p - 0.1 * (g + 0.9 * buf)
+    assert torch.allclose(net.weight.double(), p, atol=1e-6, rtol=0)
+
+
 def test_resume_refuses_other_flags_and_top_k_is_checked(tmp_path, capsys) -> None:
     assert main(["train", "--resume", str(tmp_path), "--lr", "0.5"]) == 2
     assert "--resume continues the run exactly as its config.yaml says; drop --lr" in capsys.readouterr().err
