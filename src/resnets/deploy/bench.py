@@ -46,6 +46,9 @@ MODES = {
     "unfused": Mode("unfused", True, "auto", train=False),  # auto without folding: that lever alone
     "auto": Mode("auto", True, "auto", fuse=True),  # what `resnets train` / `resnets eval` do by default
     "compiled": Mode("compiled", True, "auto", compile=True, fuse=True),
+    # What `auto` amounts to on a CPU without bf16 (fp32, channels_last, compiled where it pays): the
+    # fp32 path, measurable on any CPU.
+    "fp32_compiled": Mode("fp32_compiled", True, "fp32", compile=True, fuse=True),
 }
 SMOKE_MODELS = ("resnet20",)  # --smoke: one small model per mode, a few steps: checks that it runs
 SMOKE = {"batch": 8, "infer_batch": 8, "steps": 1, "repeats": 1, "warmup": 1}  # 2 calls per rate
