@@ -43,7 +43,7 @@ def quick(model: str | None) -> dict[str, Any]:
 
 @RECIPES.register("fast-cifar")
 def fast_cifar(model: str | None) -> dict[str, Any]:
-    """He et al.'s ResNet-20 accuracy (91.25%) in 30 epochs, the unchanged architecture: Nesterov SGD
+    """He et al.'s ResNet-20 accuracy (91.25%) in 40 epochs, the unchanged architecture: Nesterov SGD
     at batch 64, lr 0.1 with a 1-epoch linear warm-up then a cosine decay to 0 (Loshchilov & Hutter
     2017), wd 5e-4 off the norm parameters and biases (Jia et al. 2018), alternating flips (Jordan
     2024, §3.6) and an EMA of the weights (decay 0.999, warmed up) that is evaluated and saved. What
@@ -67,7 +67,8 @@ def fast_cifar(model: str | None) -> dict[str, Any]:
             "warmup_factor": 0.1,
             "final_factor": 0.0,
         },
-        "run": {"epochs": 30},
+        # 40, not 30: resnet20 (3 seeds) 90.95 ± 0.19% at 30 epochs, 91.49 ± 0.21% at 40 (docs/performance.md)
+        "run": {"epochs": 40},
     }
 
 

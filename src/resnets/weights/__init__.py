@@ -86,7 +86,10 @@ WEIGHTS: tuple[PretrainedWeights, ...] = (
         recipe_seeds=3,
         machine="AMD EPYC (Zen 4, AVX-512 BF16, no AMX), 2 cores, torch 2.14.1, bf16 autocast",
         wall_minutes=40.4,
-        command="python benchmarks/time_to_accuracy.py --data-dir ../shared/data --runs RUNS --seeds 2",
+        command=(
+            "python benchmarks/time_to_accuracy.py --data-dir ../shared/data --runs RUNS --seeds 2 "
+            "--epochs 30"
+        ),
         paper_accuracy=0.9125,
         notes=(
             "Trained on all 50,000 training images, no validation split: the fast-cifar recipe was tuned "
@@ -114,7 +117,7 @@ WEIGHTS: tuple[PretrainedWeights, ...] = (
         wall_minutes=32.9,
         command=(
             "resnets train --recipe fast-cifar --model plain20 --data-dir ../shared/data --val-split 5000 "
-            "--seed 0"
+            "--seed 0 --epochs 30"
         ),
         paper_accuracy=None,
         notes=(
@@ -143,7 +146,7 @@ WEIGHTS: tuple[PretrainedWeights, ...] = (
         wall_minutes=105.8,
         command=(
             "resnets train --recipe fast-cifar --model resnet32 --data-dir ../shared/data --val-split 5000 "
-            "--seed 0"
+            "--seed 0 --epochs 30"
         ),
         paper_accuracy=0.9249,
         notes=(

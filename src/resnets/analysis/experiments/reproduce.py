@@ -3,7 +3,7 @@ over seeds. A budget shortens every run (the recipe's milestones are fractions o
 schedule still decays); the report then says plainly that it is a shortened run.
 
 The `cpu` setting trains the paper's nets with another, complete short schedule instead (fast-cifar:
-30 epochs, warm-up and cosine to zero; 3 seeds), beside He et al.'s Table 6 and two public
+40 epochs, warm-up and cosine to zero; 3 seeds), beside He et al.'s Table 6 and two public
 reproductions' published numbers, and labels every figure as a different schedule."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ PUBLIC_ERROR = {
     "akamaster": {"resnet20": 8.27, "resnet32": 7.37, "resnet44": 6.90, "resnet56": 6.61, "resnet110": 6.32},
     "chenyaofo": {"resnet20": 7.40, "resnet32": 6.47, "resnet44": 5.99, "resnet56": 5.63},
 }
-CPU_RECIPE, CPU_EPOCHS = "fast-cifar", 30  # the `cpu` setting's schedule (a few hours of 2 cores per net)
+CPU_RECIPE, CPU_EPOCHS = "fast-cifar", 40  # the `cpu` setting's schedule (a few hours of 2 cores per net)
 ALIASES = {"preact-cifar": "he2016b-preact-cifar"}
 # How each recipe turns a depth into a model name, and its default depths.
 MODEL_FOR_DEPTH = {
@@ -122,7 +122,7 @@ def run(settings: Settings) -> Report:
 
 
 def run_cpu(settings: Settings, recipe: str) -> Report:
-    """The paper's nets (default: the shallowest) trained with fast-cifar's complete 30-epoch schedule over
+    """The paper's nets (default: the shallowest) trained with fast-cifar's complete 40-epoch schedule over
     3 seeds, beside the paper's and the public reproductions' errors; never called a reproduction."""
     default = MODEL_FOR_DEPTH[recipe][1]
     models = models_for(recipe, settings.depths or default[:1])
