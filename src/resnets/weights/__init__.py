@@ -73,29 +73,31 @@ WEIGHTS: tuple[PretrainedWeights, ...] = (
         model="resnet20",
         tag="cifar10",
         file="resnet20_cifar10.safetensors",
-        sha256="768787df7029929841a46210017f17099e0a84b68a08978b6077df61fa88d60b",
+        sha256="6e965ee6023508e789205566ef0cd4c932a10c7862b2b74868d5be105bcab1c0",
         dataset="cifar10",
         recipe="fast-cifar",
-        seed=2,
-        commit="88cf476",
-        test_accuracy=0.9075,
-        flip_tta_accuracy=0.9166,
+        seed=0,
+        commit="169d8f9",
+        test_accuracy=0.9136,
+        flip_tta_accuracy=0.9212,
         val_split=0,
-        recipe_mean=0.9095,
-        recipe_std=0.0019,
+        recipe_mean=0.9149,
+        recipe_std=0.0021,
         recipe_seeds=3,
-        machine="AMD EPYC (Zen 4, AVX-512 BF16, no AMX), 2 cores, torch 2.14.1, bf16 autocast",
-        wall_minutes=40.4,
+        machine="Intel Xeon (family 6 model 207, AMX + AVX-512 BF16), 2 cores, torch 2.14.1, bf16 autocast",
+        wall_minutes=29.7,
         command=(
-            "python benchmarks/time_to_accuracy.py --data-dir ../shared/data --runs RUNS --seeds 2 "
-            "--epochs 30"
+            "python benchmarks/time_to_accuracy.py --data-dir ../shared/data --runs RUNS --seeds 0 1 2 "
+            "--epochs 40"
         ),
         paper_accuracy=0.9125,
         notes=(
-            "Trained on all 50,000 training images, no validation split: the fast-cifar recipe was tuned "
-            "on the test accuracy of earlier runs and the test set was evaluated after every epoch for "
-            "the curve; the last epoch's EMA weights are shipped, no epoch was chosen. The recipe's 3 "
-            "seeds: 91.13, 90.97, 90.75%."
+            "fast-cifar at 40 epochs, seed 0 of the three (shipped because it is the first seed, not for "
+            "its accuracy), trained on all 50,000 training images with no validation split: the test set "
+            "was evaluated after every epoch for the time-to-accuracy curve; the last epoch's EMA weights "
+            "are shipped, no epoch was chosen. The recipe's 3 seeds (bf16 evaluation in the runs): 91.29, "
+            "91.48, 91.71%; this file's 91.36% is `resnets eval` in fp32. Its wall time is inflated: a "
+            "test run shared the CPU for ~7 minutes (the seeds that ran alone took 19-20 minutes)."
         ),
     ),
     PretrainedWeights(
@@ -155,6 +157,35 @@ WEIGHTS: tuple[PretrainedWeights, ...] = (
             "epoch's EMA weights are shipped (no epoch chosen). One seed: recipe_std is not measured. "
             "Trained beside this session's tests and experiments: its wall time is inflated (~520 img/s "
             "alone, ~180 shared)."
+        ),
+    ),
+    PretrainedWeights(
+        model="resnet56",
+        tag="cifar10",
+        file="resnet56_cifar10.safetensors",
+        sha256="56dfdddf79d063aee5be45ddcaae412d57dcb00e85b8a0e46c85eb40b4c7805f",
+        dataset="cifar10",
+        recipe="fast-cifar",
+        seed=0,
+        commit="0afd268",
+        test_accuracy=0.9191,
+        flip_tta_accuracy=0.9266,
+        val_split=5000,
+        recipe_mean=0.9191,
+        recipe_std=0.0,
+        recipe_seeds=1,
+        machine="Intel Xeon (family 6 model 207, AMX + AVX-512 BF16), 2 cores, torch 2.14.1, bf16 autocast",
+        wall_minutes=34.4,
+        command=(
+            "resnets train --recipe fast-cifar --model resnet56 --data-dir ../shared/data --val-split 5000 "
+            "--seed 0 --epochs 30"
+        ),
+        paper_accuracy=0.9303,
+        notes=(
+            "45,000 training images; the 5,000 held out (seed 0) were evaluated after every epoch (92.22% "
+            "at the last) and the test set once, at the end (91.98% in bf16 there; 91.91% is `resnets "
+            "eval` in fp32). The last epoch's EMA weights are shipped (no epoch chosen). One seed: "
+            "recipe_std is not measured. Trained alone on the CPU at 685 img/s."
         ),
     ),
 )
