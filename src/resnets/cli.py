@@ -356,7 +356,11 @@ def _add_experiment_flags(p: argparse.ArgumentParser) -> None:
         help="degradation: fit a class-balanced subset of N training images (quick default 5000; 0: all)",
     )
     p.add_argument("--depths", type=_int_list, help="comma-separated depths, e.g. 20,32,44,56")
-    p.add_argument("--seeds", type=_int_list, help="comma-separated seeds (default 0,1 quick; 0,1,2 full)")
+    p.add_argument(
+        "--seeds",
+        type=_int_list,
+        help="comma-separated seeds (default 0,1,2; 0,1 in the quick gradients, highway and reproduce)",
+    )
     p.add_argument("--data-dir", help="folder holding the dataset files")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument(
