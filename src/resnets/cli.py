@@ -359,7 +359,7 @@ def _add_experiment_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--seeds",
         type=_int_list,
-        help="comma-separated seeds (default 0,1,2; 0,1 in the quick gradients, highway and paper-recipe runs)",
+        help="comma-separated seeds (default 0,1,2; 0,1 in quick gradients, highway, paper-recipe runs)",
     )
     p.add_argument("--data-dir", help="folder holding the dataset files")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
