@@ -30,7 +30,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     else:
         kind, options = torch.optim.AdamW, {"lr": cfg.lr, "betas": cfg.betas}
     # The fused kernel updates every tensor in one pass: resnet20's SGD step took 0.2 ms instead of 0.8 ms
-    # (for-loop) on one core of a Xeon (docs/performance.md). Devices without it get the for-loop.
+    # (for-loop) on an AMX Xeon (README, Performance; benchmarks/optimizer_step.py). Others: the for-loop.
     try:
         return kind(groups, fused=True, **options)
     except (RuntimeError, ValueError, TypeError):
