@@ -8,7 +8,8 @@ The implementations are the per-tensor for-loop (the CPU default), `foreach` (on
 over every tensor) and `fused` (one kernel over every tensor: what `resnets train` uses where the device
 has it). Each is timed on the same parameters and gradients, interleaved round by round so that drift of
 the machine's speed hits all of them; the table gives milliseconds per step (median over rounds) and
-each one's speed-up against the for-loop of the same run, beside a training step's time for scale.
+each one's speed-up against the for-loop of the same run, beside a whole training step's time (fp32,
+eager) for scale.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from common import machine_line
 
 from resnets.models.factory import create_model
 from resnets.registry import get_spec
+from resnets.train.tune import step_rate
 
 IMPLEMENTATIONS = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 OPTIMIZERS = {
@@ -53,18 +55,12 @@ def step_ms(model_name: str, optimizer: str, steps: int, rounds: int) -> dict[st
 
 
 def train_step_ms(model_name: str, batch: int) -> float:
-    """Milliseconds of one eager fp32 forward + backward at `batch` (no optimizer), for scale."""
+    """Milliseconds of one eager fp32 NCHW training step at `batch` (default optimizer), for scale."""
     spec = get_spec(model_name)
-    torch.manual_seed(0)
-    model = create_model(model_name, num_classes=spec.num_classes).train()
-    x = torch.randn(batch, *spec.input_size)
-    y = torch.randint(0, spec.num_classes, (batch,))
-    for _ in range(2):
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-    t0 = time.perf_counter()
-    for _ in range(3):
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-    return 1e3 * (time.perf_counter() - t0) / 3
+    model = create_model(model_name, num_classes=spec.num_classes)
+    cpu = torch.device("cpu")
+    rate = step_rate(model, spec.input_size, batch, spec.num_classes, "fp32", cpu, False, False)
+    return 1e3 * batch / rate
 
 
 def main() -> None:
@@ -84,7 +80,7 @@ def main() -> None:
 
     print(machine_line())
     print()
-    print("| model | optimizer | for-loop ms | foreach ms | fused ms | fused × | fwd+bwd fp32 ms (batch) |")
+    print("| model | optimizer | for-loop ms | foreach ms | fused ms | fused × | fp32 step ms (batch) |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for name in args.models:
         scale = train_step_ms(name, args.batch_size)

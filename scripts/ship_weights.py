@@ -14,7 +14,6 @@ import argparse
 import hashlib
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import torch
@@ -23,6 +22,7 @@ import yaml
 import resnets
 from resnets.data.sources import default_data_dir
 from resnets.io.weights import load_weights
+from resnets.runtime import code_commit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,8 +69,7 @@ def main() -> None:
     (REPO / "tests" / "expect" / "weights" / f"{name}.json").write_text(json.dumps(record) + "\n")
     cfg = yaml.safe_load((args.run / "config.yaml").read_text())
     # The commit the run recorded when it started; runs older than that record fall back to HEAD.
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
-    commit = args.commit or summary.get("commit") or head.stdout.strip()
+    commit = args.commit or summary.get("commit") or code_commit()
     print(
         f"""    PretrainedWeights(
         model={meta.model!r},
