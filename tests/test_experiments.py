@@ -28,6 +28,7 @@ from resnets.analysis.experiments.lesion import (
     lesion_verdict,
     single_increases,
     smooth_growth,
+    spread_counts,
 )
 from resnets.analysis.experiments.normfree import normfree_verdict
 from resnets.analysis.experiments.reproduce import models_for
@@ -181,6 +182,17 @@ def test_lesion_verdicts_on_constructed_numbers() -> None:
     # is at chance after one deletion or one swap.
     assert smooth_growth([0.08, 0.09, 0.11, 0.13, 0.16]) and not smooth_growth([0.10, 0.88, 0.90, 0.90])
     assert not smooth_growth([0.10, 0.09, 0.08])  # falling is not growth
+    # On thinned counts the rate per deleted block decides: +40 points at the first deletion, then
+    # +10 over nine more, is a jump (per step it would look even: 0.40 against 0.10).
+    assert smooth_growth([0.10, 0.50, 0.60]) and not smooth_growth([0.10, 0.50, 0.60], [0, 1, 10])
+    assert smooth_growth([0.08, 0.09, 0.13, 0.17], [0, 1, 3, 5])
+
+
+def test_lesion_counts_thin_out_evenly_for_deep_nets() -> None:
+    assert spread_counts(7) == [1, 2, 3, 4, 5, 6, 7]  # resnet20: every count
+    # resnet56's 25 deletable blocks: round(1 + i * 24 / 11), i = 0 … 11, worked out by hand.
+    assert spread_counts(25) == [1, 3, 5, 8, 10, 12, 14, 16, 18, 21, 23, 25]
+    assert len(spread_counts(92)) == 12 and spread_counts(92)[-1] == 92
     residual = _lesion_run(
         0.08,
         [0.09, 0.09, 0.10, 0.5, 0.10, 0.09, 0.6, 0.11, 0.10],

@@ -126,35 +126,37 @@ def _dot(a: Direction, b: Direction) -> float:
     return float(sum((u * v).sum() for u, v in zip(a, b, strict=True)))
 
 
-def _power(matvec, like: Direction, iters: int, seed: int) -> float:
-    """The eigenvalue of largest magnitude of the symmetric operator `matvec`, by power iteration."""
+def lanczos_ritz_values(matvec, like: Direction, iters: int, seed: int = 0) -> np.ndarray:
+    """The Ritz values of the symmetric operator `matvec` after `iters` Lanczos steps from a seeded
+    random start, with full re-orthogonalisation: its extreme values approach both ends of the spectrum
+    together, far sooner than power iteration reaches the far end (whose rate is 1 − |λ_min|/λ_max
+    when |λ_min| ≪ λ_max, as at a minimum)."""
     g = torch.Generator().manual_seed(seed)
     v = [torch.randn(p.shape, generator=g, dtype=torch.float64).to(p) for p in like]
-    eigenvalue = 0.0
-    for _ in range(iters):
-        norm = _dot(v, v) ** 0.5
-        v = [t / norm for t in v]
-        hv = matvec(v)
-        eigenvalue = _dot(v, hv)
-        v = hv
-    return eigenvalue
+    norm = _dot(v, v) ** 0.5
+    basis, alphas, betas = [[t / norm for t in v]], [], []
+    for _ in range(min(iters, sum(p.numel() for p in like))):
+        w = matvec(basis[-1])
+        alphas.append(_dot(w, basis[-1]))
+        for _ in range(2):  # Gram-Schmidt twice: rounding would otherwise bring back converged vectors
+            for b in basis:
+                c = _dot(w, b)
+                w = [t - c * u for t, u in zip(w, b, strict=True)]
+        beta = _dot(w, w) ** 0.5
+        if beta <= 1e-10 * max(abs(a) for a in alphas):  # an invariant subspace: T is exact
+            break
+        betas.append(beta)
+        basis.append([t / beta for t in w])
+    k = len(alphas)
+    tridiagonal = np.diag(alphas) + np.diag(betas[: k - 1], 1) + np.diag(betas[: k - 1], -1)
+    return np.linalg.eigvalsh(tridiagonal)
 
 
 def hessian_extremes(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, iters: int = 20, seed: int = 0
 ) -> tuple[float, float]:
-    """(λ_max, λ_min) of the loss Hessian at the current weights: power iteration on H for the
-    eigenvalue of largest magnitude (at a minimum, λ_max), then on H − λ_max·I for the far end of the
-    spectrum, λ_min = λ_max + that eigenvalue (Li et al. 2018, §6, use the same two extremes)."""
+    """(λ_max, λ_min) of the loss Hessian at the current weights: the extreme Ritz values of `iters`
+    Lanczos steps on Hessian-vector products (Li et al. 2018, §6, map the same two extremes)."""
     like = [p.detach() for p in model.parameters()]
-
-    def h(v: Direction) -> Direction:
-        return hessian_vector_product(model, x, y, v)
-
-    top = _power(h, like, iters, seed)
-
-    def shifted(v: Direction) -> Direction:
-        return [hv - top * t for hv, t in zip(h(v), v, strict=True)]
-
-    bottom = top + _power(shifted, like, iters, seed + 1)
-    return (top, bottom) if top >= bottom else (bottom, top)
+    ritz = lanczos_ritz_values(lambda v: hessian_vector_product(model, x, y, v), like, iters, seed)
+    return float(ritz[-1]), float(ritz[0])
