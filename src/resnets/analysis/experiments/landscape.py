@@ -110,8 +110,8 @@ def run(settings: Settings) -> Report:
             "not moved), the 2-D slice spanned by the first two. The rise is the mean of the losses at −1 "
             "and +1 filter norms minus the loss at the minimum, mean ± std over the directions.",
             "Non-convex share: interior points of the 2-D slice whose finite-difference 2×2 Hessian has an "
-            f"eigenvalue below −0.001. λ_max, λ_min: the extreme Ritz values of {sizes['iters']} Lanczos steps "
-            "(Hessian-vector products, fully re-orthogonalised) on the loss of the first "
+            f"eigenvalue below −0.001. λ_max, λ_min: the extreme Ritz values of {sizes['iters']} Lanczos "
+            "steps (Hessian-vector products, fully re-orthogonalised) on the loss of the first "
             f"{sizes['hessian_images']:,} images; Li et al. "
             "map |λ_min/λ_max| across their plots, we give it at the minimum.",
         ],
