@@ -14,8 +14,20 @@ from pathlib import Path
 
 START, END = "<!-- index:start -->", "<!-- index:end -->"
 ROOT = Path(__file__).resolve().parents[1] / "docs" / "experiments"
-# Registration order of `resnets experiment`, then anything else (extra budgets) by name.
-ORDER = ["degradation", "gradients", "highway", "skip-dynamics", "lesion", "backprop", "reproduce"]
+# Registration order of `resnets experiment`; another setting of one ("lesion-56") follows it.
+ORDER = [
+    "degradation",
+    "gradients",
+    "highway",
+    "skip-dynamics",
+    "lesion",
+    "landscape",
+    "normfree",
+    "shortcuts",
+    "skip-span",
+    "backprop",
+    "reproduce",
+]
 
 
 def where_it_ran(env: dict) -> str:
@@ -44,8 +56,12 @@ def section(folder: Path) -> str:
 def index(root: Path) -> str:
     """Every report under `root`, in the experiments' order."""
     folders = [p.parent for p in root.glob("*/results.json")]
-    rank = {n: i for i, n in enumerate(ORDER)}
-    folders.sort(key=lambda p: (rank.get(p.name, len(ORDER)), p.name))
+
+    def rank(folder: Path) -> int:
+        hits = [i for i, n in enumerate(ORDER) if folder.name == n or folder.name.startswith(f"{n}-")]
+        return hits[0] if hits else len(ORDER)
+
+    folders.sort(key=lambda p: (rank(p), p.name))
     return "\n".join(section(f) for f in folders)
 
 
