@@ -169,6 +169,7 @@ def test_lesion_knows_the_downsampling_blocks_and_reproduce_its_tables() -> None
 
 def _lesion_run(intact: float, single: list[float], several: dict, swaps: dict) -> dict:
     return {
+        "chance": 0.9,
         "intact": intact,
         "single": single,
         "several": several,
@@ -186,6 +187,12 @@ def test_lesion_verdicts_on_constructed_numbers() -> None:
     # +10 over nine more, is a jump (per step it would look even: 0.40 against 0.10).
     assert smooth_growth([0.10, 0.50, 0.60]) and not smooth_growth([0.10, 0.50, 0.60], [0, 1, 10])
     assert smooth_growth([0.08, 0.09, 0.13, 0.17], [0, 1, 3, 5])
+    # A steady rise that reaches chance and stays there (resnet56.cifar10's deletion curve, rounded):
+    # read whole, the flat tail makes the last climb look like a jump; read up to chance it is smooth.
+    rise = [0.08, 0.12, 0.21, 0.31, 0.44, 0.53, 0.73, 0.86, 0.87, 0.87, 0.89, 0.89, 0.89]
+    ks = [0, 1, 3, 5, 8, 10, 12, 14, 16, 18, 21, 23, 25]
+    assert not smooth_growth(rise, ks) and smooth_growth(rise, ks, ceiling=0.85)
+    assert not smooth_growth([0.25, 0.88, 0.90, 0.90], ceiling=0.85)  # plain56: at chance after one
 
 
 def test_lesion_counts_thin_out_evenly_for_deep_nets() -> None:

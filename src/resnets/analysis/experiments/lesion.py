@@ -41,6 +41,7 @@ from resnets.analysis.report import (
 NETS = {"residual": "resnet{d}", "plain": "plain{d}"}
 DRAWS = 3  # random block sets (and random swaps) per number deleted (swapped), per seed
 QUICK_TEST_IMAGES = 5000  # --quick evaluates the first 5,000 test images (binomial std ≈ 0.4 points at 10%)
+CHANCE_MARGIN = 0.05  # a curve within 5 points of chance error (90% on CIFAR-10) has stopped rising
 MAX_COUNTS = 12  # numbers of deleted blocks / swaps evaluated per curve: resnet56 has 25 and 92 of them
 
 
@@ -93,6 +94,7 @@ def lesion_errors(
                 with reordered(model, rng.sample(pairs, k)):
                     swapped[k].append(error_rate(model, x, y, precision))
     return {
+        "chance": 1 - 1 / model.num_classes,
         "intact": error_rate(model, x, y, precision),
         "single": single,
         "several": several,
@@ -143,8 +145,12 @@ def run(settings: Settings) -> Report:
     }
     claims = {
         "single": robustness(single_increases(results["residual"]), single_increases(results["plain"])),
-        "smooth": smooth_growth(*_mean_and_ks(deletion_curve(results["residual"]))),
-        "plain_smooth": smooth_growth(*_mean_and_ks(deletion_curve(results["plain"]))),
+        "smooth": smooth_growth(
+            *_mean_and_ks(deletion_curve(results["residual"])), near_chance(results["residual"])
+        ),
+        "plain_smooth": smooth_growth(
+            *_mean_and_ks(deletion_curve(results["plain"])), near_chance(results["plain"])
+        ),
         "reorder": robustness(swap_increases(results["residual"]), swap_increases(results["plain"])),
     }
     rows = [table_row(NETS[kind].format(d=depth), runs_) for kind, runs_ in results.items()]
@@ -211,12 +217,20 @@ def swap_curve(runs: list[dict]) -> Curve:
     return _curve(runs, "reordered")
 
 
-def smooth_growth(errors: Sequence[float], ks: Sequence[float] | None = None) -> bool:
-    """Whether error rises smoothly along `errors` at counts `ks` (default 0, 1, …): it ends higher than
-    it starts and no step rises faster per unit of k than twice the average rate (Veit et al.: smooth
-    for ResNets; a plain net jumps to chance at the first deletion, one step holding almost the whole
-    rise)."""
+def near_chance(runs: list[dict]) -> float:
+    """The error at which a lesion curve of these nets has stopped rising: chance less CHANCE_MARGIN."""
+    return runs[0]["chance"] - CHANCE_MARGIN
+
+
+def smooth_growth(errors: Sequence[float], ks: Sequence[float] | None = None, ceiling: float = 1.0) -> bool:
+    """Whether error rises smoothly along `errors` at counts `ks` (default 0, 1, …), read up to its first
+    point at or above `ceiling` (past chance it cannot rise, and the flat tail would hide the rise's
+    shape): it ends higher than it starts and no step rises faster per unit of k than twice the average
+    rate (Veit et al.: smooth for ResNets; a plain net jumps to chance at the first deletion, one step
+    holding almost the whole rise)."""
     ks = list(range(len(errors))) if ks is None else list(ks)
+    end = next((i for i, e in enumerate(errors) if e >= ceiling), len(errors) - 1) + 1
+    errors, ks = list(errors)[:end], ks[:end]
     rates = [(b - a) / (kb - ka) for (a, ka), (b, kb) in itertools.pairwise(zip(errors, ks, strict=True))]
     total = errors[-1] - errors[0] if errors else 0.0
     return len(rates) >= 2 and total > 0 and max(rates) <= 2 * total / (ks[-1] - ks[0])
@@ -274,7 +288,7 @@ def lesion_verdict(results: dict[str, list[dict]], depth: int) -> str:
         f"With k random blocks deleted, resnet{depth}'s error "
         + (
             "grows smoothly"
-            if smooth_growth(*_mean_and_ks(curve))
+            if smooth_growth(*_mean_and_ks(curve), near_chance(res))
             else "does not rise"
             if curve.mean[-1] <= curve.mean[0]
             else "does not grow smoothly (one step holds most of the rise)"
