@@ -122,6 +122,11 @@ def normfree_verdict(results: dict[str, dict[str, list]], depth: int) -> str:
     )
     speed = {kind: statistics.fmean(results[kind]["steps_to_target"]) for kind in NORM_FREE}
     fastest = min(speed, key=speed.get)  # type: ignore[arg-type]
+    if not math.isfinite(speed[fastest]):
+        return (
+            f"{first}; {second}; no normalisation-free net reached {TARGET:.0%} training accuracy in all its "
+            "runs within this budget, so which is fastest is not decided here"
+        )
     third = (
         f"to {TARGET:.0%} training accuracy ReZero took {speed['rezero']:.0f} steps, Fixup "
         f"{speed['fixup']:.0f} and SkipInit {speed['skipinit']:.0f}: "
