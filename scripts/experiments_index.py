@@ -12,22 +12,10 @@ import json
 import sys
 from pathlib import Path
 
+from resnets.analysis.experiments.registry import EXPERIMENTS
+
 START, END = "<!-- index:start -->", "<!-- index:end -->"
 ROOT = Path(__file__).resolve().parents[1] / "docs" / "experiments"
-# Registration order of `resnets experiment`; another setting of one ("lesion-56") follows it.
-ORDER = [
-    "degradation",
-    "gradients",
-    "highway",
-    "skip-dynamics",
-    "lesion",
-    "landscape",
-    "normfree",
-    "shortcuts",
-    "skip-span",
-    "backprop",
-    "reproduce",
-]
 
 
 def where_it_ran(env: dict) -> str:
@@ -55,11 +43,12 @@ def section(folder: Path) -> str:
 
 def index(root: Path) -> str:
     """Every report under `root`, in the experiments' order."""
+    order = list(EXPERIMENTS)  # registration order; another setting of one ("lesion-56") follows it
     folders = [p.parent for p in root.glob("*/results.json")]
 
     def rank(folder: Path) -> int:
-        hits = [i for i, n in enumerate(ORDER) if folder.name == n or folder.name.startswith(f"{n}-")]
-        return hits[0] if hits else len(ORDER)
+        hits = [i for i, n in enumerate(order) if folder.name == n or folder.name.startswith(f"{n}-")]
+        return hits[0] if hits else len(order)
 
     folders.sort(key=lambda p: (rank(p), p.name))
     return "\n".join(section(f) for f in folders)
