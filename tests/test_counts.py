@@ -106,3 +106,26 @@ def test_counted_flops_match_anchors(name: str, mflops: float) -> None:
 def test_flops_of_a_linear_layer_are_two_per_multiply_add() -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5))
     assert resnets.count_flops(model, (3, 2, 2)) == 2 * 12 * 5
+
+
+def cifar_option_a_params(n: int, widths: tuple[int, int, int], classes: int = 10) -> int:
+    """Count by hand: 3×3 stem + BN, 2n 3×3 convs + BN per stage (the first takes the previous width),
+    option A shortcuts (no parameters), fc."""
+    w0 = widths[0]
+    total = 27 * w0 + 2 * w0
+    previous = w0
+    for w in widths:
+        total += 9 * previous * w + 9 * w * w + 4 * w  # the first block's two convs and BNs
+        total += (n - 1) * (18 * w * w + 4 * w)
+        previous = w
+    return total + widths[-1] * classes + classes
+
+
+@pytest.mark.parametrize("name,n", [("resnet20", 3), ("plain56", 9)])
+@pytest.mark.parametrize("widths", [(16, 32, 64), (8, 16, 32)])
+def test_cifar_widths_give_the_hand_counted_parameters(
+    name: str, n: int, widths: tuple[int, int, int]
+) -> None:
+    model = resnets.create_model(name, widths=widths)
+    assert count_params(model) == cifar_option_a_params(n, widths)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)

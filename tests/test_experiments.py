@@ -21,7 +21,7 @@ from resnets.analysis.experiments.gradients import (
     wider,
 )
 from resnets.analysis.experiments.highway import carry_gate_bias, trains
-from resnets.analysis.experiments.landscape import landscape_verdict
+from resnets.analysis.experiments.landscape import basin_distance, landscape_verdict, rise_at
 from resnets.analysis.experiments.lesion import (
     deletion_curve,
     downsampling,
@@ -403,15 +403,27 @@ def test_a_rerun_replaces_its_own_runs_and_keeps_other_experiments_runs(tmp_path
 
 
 def test_landscape_verdict_on_constructed_numbers() -> None:
-    smooth = {"rise": [0.10, 0.12, 0.11], "nonconvex": 0.02, "ratio": 0.01}
-    rough = {"rise": [0.90, 1.10, 1.00], "nonconvex": 0.30, "ratio": 0.20}
+    smooth = {"basin_rise": [0.10, 0.12, 0.11], "basin": 0.4, "nonconvex": 0.02, "ratio": 0.01}
+    rough = {"basin_rise": [0.90, 1.10, 1.00], "basin": 0.4, "nonconvex": 0.30, "ratio": 0.20}
     said = landscape_verdict(smooth, rough, 56)
-    assert "plain56's loss rises 1.000 one filter norm away against resnet56's 0.110" in said
+    assert "plain56's loss rises 1.000 at 0.4 filter norms" in said and "against resnet56's 0.110" in said
     assert "(beyond the spread over directions)" in said and "30.0% of its 2-D slice" in said
     assert said.endswith("steeper and less convex, as Li et al. found.")
     assert "not rougher at depth 20" in landscape_verdict(rough, smooth, 20)
     mixed = {**rough, "nonconvex": 0.0}
     assert "rougher on 2 of the 3 measures" in landscape_verdict(smooth, mixed, 20)
+
+
+def test_basin_is_the_farthest_step_where_every_slice_is_below_chance() -> None:
+    line = [-1.0, -0.5, 0.0, 0.5, 1.0]
+    calm = [[2.0, 0.6, 0.2, 0.5, 2.1], [1.9, 0.4, 0.2, 0.3, 1.5]]
+    assert basin_distance(line, [calm], chance=2.3) == 1.0  # every loss below ln 10
+    wild = [[9.0, 0.9, 0.5, 2.2, 7.0]]  # leaves the basin past ±0.5 on the plain net
+    assert basin_distance(line, [calm, wild], chance=2.3) == 0.5
+    assert basin_distance(line, [[[9.0, 3.0, 0.5, 2.2, 7.0]]], chance=2.3) == 0.5  # at least one step
+    # (0.6 + 0.5) / 2 − 0.2 and (0.4 + 0.3) / 2 − 0.2 by hand; at 1.0: (2.0 + 2.1) / 2 − 0.2
+    assert rise_at(line, calm, 0.5) == pytest.approx([0.35, 0.15])
+    assert rise_at(line, calm, 1.0)[0] == pytest.approx(1.85)
 
 
 def test_landscape_of_the_shipped_nets_on_tiny_data(tmp_path, data_dir, monkeypatch) -> None:
@@ -426,6 +438,7 @@ def test_landscape_of_the_shipped_nets_on_tiny_data(tmp_path, data_dir, monkeypa
         assert len(r["grid"]) == 5 and r["grid"][2][2] == pytest.approx(r["loss"])  # the centre is θ itself
         assert r["slices"][0][2] == pytest.approx(r["loss"]) and 0 <= r["nonconvex"] <= 1
         assert r["lambda_max"] >= r["lambda_min"]
+        assert r["basin"] in r["line"] and len(r["basin_rise"]) == 2
     from resnets.weights import WEIGHTS
 
     shipped = next(w for w in WEIGHTS if w.name == "resnet20.cifar10")  # its `resnets eval` accuracy

@@ -6,6 +6,7 @@ that compares them compares only the skip.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from resnets.blocks import BasicBlock, PreActBasicBlock, PreActBottleneck
@@ -28,16 +29,23 @@ def _blocks_per_stage(depth: int, layers_per_block: int) -> int:
 
 
 def cifar_resnet(
-    depth: int, *, num_classes: int = 10, in_chans: int = 3, skip: str = "identity", **kwargs: object
+    depth: int,
+    *,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    skip: str = "identity",
+    widths: Sequence[int] = CIFAR_WIDTHS,
+    **kwargs: object,
 ) -> ResNet:
     """He et al. 2016 §4.2: 3×3 stem with 16 filters, 3 stages of n basic blocks on 32/16/8 maps with
-    16/32/64 filters, option A shortcuts (parameter-free), global pool, fc: 6n+2 layers."""
+    16/32/64 filters, option A shortcuts (parameter-free), global pool, fc: 6n+2 layers. `widths`
+    changes the three stages' filters (the stem takes the first), e.g. (8, 16, 32) for a narrow twin."""
     n = _blocks_per_stage(depth, 2)
     kwargs.setdefault("shortcut", "A")
     return ResNet(
         BasicBlock,
         [n] * 3,
-        CIFAR_WIDTHS,
+        tuple(widths),
         stem="cifar",
         num_classes=num_classes,
         in_chans=in_chans,

@@ -1,7 +1,8 @@
 """landscape (Li, Xu, Taylor, Studer & Goldstein 2018): the training loss around a trained residual net
 and its plain twin, along filter-normalised random directions in 1-D and 2-D, with three numbers a
-verdict can be checked on: the loss rise one filter-norm away, the fraction of the 2-D slice that is
-locally non-convex, and |λ_min / λ_max| of the Hessian at the minimum.
+verdict can be checked on: the loss rise inside the basin (at the farthest step where both nets' losses
+stay below chance), the fraction of the 2-D slice that is locally non-convex, and |λ_min / λ_max| of
+the Hessian at the minimum.
 
 Li et al.'s claim (Fig. 5, Table 1): without skips the surface turns chaotic and non-convex as depth
 grows; with skips it stays smooth and nearly convex. Their CIFAR-10 test errors without → with skips:
@@ -10,7 +11,9 @@ ResNet-20 8.18 → 7.37, ResNet-56 13.31 → 5.89, ResNet-110 16.44 → 5.79.
 
 from __future__ import annotations
 
+import math
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +71,8 @@ def run(settings: Settings) -> Report:
     depth = (settings.depths or [20 if settings.quick else 56])[0]
     sizes = QUICK if settings.quick else FULL
     twins = trained_twins(settings, NETS, depth, data, [0], "fast-cifar", settings.pick("budget", 30, 30))
-    train = dataset_splits(data, settings.data_dir).train
+    splits = dataset_splits(data, settings.data_dir)
+    train = splits.train
     pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[: sizes["images"]]
     images, labels = train.images[pick.sort().values], train.labels[pick.sort().values]
     results = {}
@@ -76,6 +80,11 @@ def run(settings: Settings) -> Report:
         x = net.normalize(images).to(next(net.model.parameters()).device)
         results[kind] = measure_net(net.model.float(), x, labels.to(x.device), sizes)
         results[kind]["test_accuracy"] = net.test_accuracy
+    basin = basin_distance(
+        results["residual"]["line"], [r["slices"] for r in results.values()], math.log(splits.num_classes)
+    )
+    for r in results.values():
+        r["basin"], r["basin_rise"] = basin, rise_at(r["line"], r["slices"], basin)
     rows = [table_row(NETS[kind].format(d=depth), results[kind], depth, kind) for kind in NETS]
     return Report(
         name="landscape",
@@ -89,6 +98,7 @@ def run(settings: Settings) -> Report:
                 "test error (%)",
                 "Li et al. test error (%)",
                 "loss at the minimum",
+                f"loss rise at {basin:g} filter norms (in the basin)",
                 "loss rise at 1 filter norm",
                 "non-convex share of the 2-D slice",
                 "λ_max",
@@ -107,8 +117,13 @@ def run(settings: Settings) -> Report:
             f"Loss: mean cross-entropy on {sizes['images']:,} training images (a seeded random choice, no "
             "augmentation), in eval mode (batch-norm running statistics as trained), fp32. Directions: "
             f"{sizes['directions']} seeded filter-normalised Gaussians (biases and batch-norm parameters "
-            "not moved), the 2-D slice spanned by the first two. The rise is the mean of the losses at −1 "
-            "and +1 filter norms minus the loss at the minimum, mean ± std over the directions.",
+            "not moved), the 2-D slice spanned by the first two. A rise at distance t is the mean of the "
+            "losses at −t and +t filter norms minus the loss at the minimum, mean ± std over the directions. "
+            f"The verdict's rise is at t = {basin:g}, the farthest step of the 1-D slices where every slice "
+            f"of both nets is still below the chance loss ln {splits.num_classes} = "
+            f"{math.log(splits.num_classes):.2f}: farther out a net is broken rather than moved around its "
+            "minimum, and its loss measures how confidently wrong it is (at 1 filter norm Li et al.'s "
+            "plots reach losses of 5–10 with or without skips).",
             "Non-convex share: interior points of the 2-D slice whose finite-difference 2×2 Hessian has an "
             f"eigenvalue below −0.001. λ_max, λ_min: the extreme Ritz values of {sizes['iters']} Lanczos "
             "steps (Hessian-vector products, fully re-orthogonalised) on the loss of the first "
@@ -127,6 +142,7 @@ def table_row(name: str, r: dict, depth: int, kind: str) -> list[str]:
         "–" if r.get("test_accuracy") is None else f"{100 * (1 - r['test_accuracy']):.2f}",
         "–" if paper is None else f"{paper[1 if kind == 'residual' else 0]:.2f}",
         f"{r['loss']:.4f}",
+        pm(r["basin_rise"], digits=3),
         pm(r["rise"], digits=3),
         f"{r['nonconvex']:.3f}",
         f"{r['lambda_max']:.2f}",
@@ -137,14 +153,15 @@ def table_row(name: str, r: dict, depth: int, kind: str) -> list[str]:
 
 def landscape_verdict(residual: dict, plain: dict, depth: int) -> str:
     """One sentence: on how many of the three measures the plain net's surface is rougher (the rise
-    beyond the spread over directions), with the numbers, against Li et al.'s claim."""
-    steeper = change_beyond_spread(residual["rise"], plain["rise"]) > 0
+    inside the basin beyond the spread over directions), with the numbers, against Li et al.'s claim."""
+    steeper = change_beyond_spread(residual["basin_rise"], plain["basin_rise"]) > 0
     rougher = plain["nonconvex"] > residual["nonconvex"]
     less_convex = plain["ratio"] > residual["ratio"]
     count = sum([steeper, rougher, less_convex])
-    p_rise, r_rise = statistics.fmean(plain["rise"]), statistics.fmean(residual["rise"])
+    p_rise, r_rise = statistics.fmean(plain["basin_rise"]), statistics.fmean(residual["basin_rise"])
     said = (
-        f"Around the trained minimum, plain{depth}'s loss rises {p_rise:.3f} one filter norm away against "
+        f"Around the trained minimum, plain{depth}'s loss rises {p_rise:.3f} at {plain['basin']:g} filter "
+        "norms (the farthest step where both nets stay below the chance loss) against "
         f"resnet{depth}'s {r_rise:.3f}{' (beyond the spread over directions)' if steeper else ''}, "
         f"{plain['nonconvex']:.1%} of its 2-D slice is locally non-convex against "
         f"{residual['nonconvex']:.1%}, and |λ_min/λ_max| is {plain['ratio']:.4f} against "
@@ -160,6 +177,27 @@ def landscape_verdict(residual: dict, plain: dict, depth: int) -> str:
     return said + f"the plain net's surface is rougher on {count} of the 3 measures."
 
 
+def basin_distance(
+    line: Sequence[float], slices: Sequence[Sequence[Sequence[float]]], chance: float
+) -> float:
+    """The farthest step t of a symmetric line at which every net's every 1-D slice is below `chance` at
+    both −t and +t, walking out from the minimum (at least the first step, so that a rise exists)."""
+    middle = len(line) // 2
+    inside = line[middle + 1]
+    for i in range(1, middle + 1):
+        if any(s[middle - i] >= chance or s[middle + i] >= chance for net in slices for s in net):
+            break
+        inside = line[middle + i]
+    return round(float(inside), 9)  # linspace steps carry float noise (0.40000000000000013)
+
+
+def rise_at(line: Sequence[float], slices: Sequence[Sequence[float]], t: float) -> list[float]:
+    """Per slice: the mean of the losses at −t and +t minus the loss at the minimum (t on the line)."""
+    middle = len(line) // 2
+    i = min(range(len(line)), key=lambda j: abs(line[j] - t))
+    return [(s[i] + s[2 * middle - i]) / 2 - s[middle] for s in slices]
+
+
 def plot_slices(out: Path, results: dict, depth: int) -> str:
     """1-D slices: loss against the step along each direction, residual and plain side by side."""
     fig, axes = figure(2, 1)
@@ -167,6 +205,8 @@ def plot_slices(out: Path, results: dict, depth: int) -> str:
         r = results[kind]
         for k, s in enumerate(r["slices"]):
             ax.plot(r["line"], s, lw=1, label=f"direction {k + 1}")
+        if "basin" in r:  # the distance the verdict's rise is read at
+            ax.axvspan(-r["basin"], r["basin"], color="0.9", zorder=0, label="basin (below chance)")
         ax.set(
             title=f"{NETS[kind].format(d=depth)}",
             xlabel="step (filter norms)",
