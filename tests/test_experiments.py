@@ -153,9 +153,14 @@ def test_skip_dynamics_verdict_tests_each_claim_per_stage_beyond_the_seed_spread
         "‖F(x)‖/‖S(x)‖ per stage is 0.31, 0.41, 1.25" in said
         and "0.31, 0.41, 1.25 → 0.61, 0.41, 2.05" in said
     )
+    assert "the highway gates open in 2 of 3 stages (layer1, layer3)" in said
+    assert said.endswith("the residual ratio grows in 2 of 3 stages (layer1, layer3).")
     results["highway/gate/layer1"] = phase([0.6, 0.7], [0.3, 0.2])  # gates open early, then close
+    results["residual/ratio/layer2"] = phase([0.40, 0.42], [0.30, 0.31])  # branches shrink
     said = dynamics_verdict(results, ["layer1", "layer2", "layer3"])
     assert "holds in 1 of 3 stages (layer2)" in said and "holds in 1 of 3 stages (layer3)" in said
+    assert "the highway gates open in 1 of 3 stages (layer3)" in said
+    assert said.endswith("grows in 2 of 3 stages (layer1, layer3) and falls in 1 of 3 stages (layer2).")
 
 
 def test_lesion_knows_the_downsampling_blocks_and_reproduce_its_tables() -> None:

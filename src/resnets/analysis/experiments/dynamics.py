@@ -183,7 +183,8 @@ def restores(phase: dict[str, list[float]]) -> bool:
 
 def dynamics_verdict(results: dict[str, dict[str, list[float]]], stage_names: Sequence[str]) -> str:
     """Two sentences, one per claim of the seed, each counting the stages where both the residual ratio
-    and the highway gate show it beyond the seed spread, with the numbers per stage."""
+    and the highway gate show it beyond the seed spread, with the numbers per stage; then the second
+    claim per net."""
 
     def values(kind: str, key: str, phase: str) -> str:
         return ", ".join(f"{statistics.fmean(results[f'{kind}/{key}/{s}'][phase]):.2f}" for s in stage_names)
@@ -211,7 +212,15 @@ def dynamics_verdict(results: dict[str, dict[str, list[float]]], stage_names: Se
         f"{values('residual', 'ratio', 'late')} and the gates {values('highway', 'gate', 'early')} → "
         f"{values('highway', 'gate', 'late')}, a change counted only beyond the seed spread."
     )
-    return f"{first} {second}"
+    # Per net, because the two kinds can part ways (a highway gate opening while residual branches
+    # shrink relative to their growing skips): the claim above needs both.
+    gates = [s for s in stage_names if restores(gate[s])]
+    grows = [s for s in stage_names if restores(ratio[s])]
+    falls = [s for s in stage_names if change_beyond_spread(ratio[s]["early"], ratio[s]["late"]) < 0]
+    per_net = f"Per net: the highway gates open {where(gates)}; the residual ratio grows {where(grows)}" + (
+        f" and falls {where(falls)}." if falls else "."
+    )
+    return f"{first} {second} {per_net}"
 
 
 def plot_dynamics(out: Path, histories: dict[str, list[list[dict]]], depth: int) -> str:
