@@ -21,7 +21,7 @@ from resnets.analysis.experiments.gradients import (
     wider,
 )
 from resnets.analysis.experiments.highway import carry_gate_bias, trains
-from resnets.analysis.experiments.landscape import basin_distance, landscape_verdict, rise_at
+from resnets.analysis.experiments.landscape import barrier, basin_distance, landscape_verdict, rise_at
 from resnets.analysis.experiments.lesion import (
     deletion_curve,
     downsampling,
@@ -431,8 +431,23 @@ def test_basin_is_the_farthest_step_where_every_slice_is_below_chance() -> None:
     assert rise_at(line, calm, 1.0)[0] == pytest.approx(1.85)
 
 
+def test_barrier_is_the_largest_excess_over_the_chord() -> None:
+    alphas = [-0.25, 0.0, 0.5, 1.0, 1.25]
+    # At α = 0.5 the chord between 2 and 1 is 1.5, the loss 3: a bump of 1.5; outside [0, 1] is ignored.
+    assert barrier(alphas, [9.0, 2.0, 3.0, 1.0, 5.0]) == pytest.approx(1.5)
+    assert barrier(alphas, [9.0, 2.0, 1.2, 1.0, 5.0]) == 0.0  # below the chord all the way
+
+
 def test_landscape_of_the_shipped_nets_on_tiny_data(tmp_path, data_dir, monkeypatch) -> None:
-    small = {"images": 48, "line": 5, "grid": 5, "directions": 2, "hessian_images": 16, "iters": 3}
+    small = {
+        "images": 48,
+        "line": 5,
+        "grid": 5,
+        "directions": 2,
+        "hessian_images": 16,
+        "iters": 3,
+        "alphas": 7,
+    }
     monkeypatch.setattr(landscape_module, "QUICK", small)
     settings = Settings(out=tmp_path / "land", data_dir=data_dir, precision="fp32")
     report, _ = run_experiment("landscape", settings)
@@ -444,6 +459,20 @@ def test_landscape_of_the_shipped_nets_on_tiny_data(tmp_path, data_dir, monkeypa
         assert r["slices"][0][2] == pytest.approx(r["loss"]) and 0 <= r["nonconvex"] <= 1
         assert r["lambda_max"] >= r["lambda_min"]
         assert r["basin"] in r["line"] and len(r["basin_rise"]) == 2
+        line = r["interpolation"]
+        assert line["from"].startswith("a fresh initialisation") and len(line["losses"]) == 7
+        assert line["alphas"][0] == -0.25 and line["alphas"][-1] == 1.25 and line["barrier"] >= 0
+    assert (tmp_path / "land" / "landscape_line.png").stat().st_size > 0
+    # Every loss was logged as it was computed: a rerun with --reuse-runs evaluates none of them again.
+    import resnets.analysis.landscape as tools
+
+    monkeypatch.setattr(tools, "mean_loss", lambda *a, **k: pytest.fail("a logged loss was recomputed"))
+    monkeypatch.setattr(
+        landscape_module, "hessian_extremes", lambda *a, **k: pytest.fail("the Hessian was recomputed")
+    )
+    rerun, _ = run_experiment("landscape", Settings(**{**settings.__dict__, "reuse_runs": True}))
+    assert rerun.results["residual"]["grid"] == results["residual"]["grid"]
+    assert rerun.results["plain"]["interpolation"] == results["plain"]["interpolation"]
     from resnets.weights import WEIGHTS
 
     shipped = next(w for w in WEIGHTS if w.name == "resnet20.cifar10")  # its `resnets eval` accuracy

@@ -7,8 +7,11 @@ from torch import nn
 
 import resnets
 from resnets.analysis.landscape import (
+    PointLog,
     filter_normalized_direction,
+    fingerprint,
     hessian_extremes,
+    interpolation,
     lanczos_ritz_values,
     mean_loss,
     moved,
@@ -105,3 +108,79 @@ def test_lanczos_finds_a_small_negative_eigenvalue_that_power_iteration_misses()
     ritz = lanczos_ritz_values(lambda v: [matrix @ v[0]], [matrix[0]], iters=60)
     assert ritz[-1] == pytest.approx(10.0, rel=1e-9)
     assert ritz[0] == pytest.approx(-0.05, rel=1e-3)
+
+
+def _cross_entropy(z: np.ndarray, y: np.ndarray) -> float:
+    z = z - z.max(1, keepdims=True)
+    return float(np.mean(np.log(np.exp(z).sum(1)) - z[np.arange(len(y)), y]))
+
+
+def test_interpolation_is_the_loss_of_the_mixed_weights() -> None:
+    model, x, y = _softmax_model()
+    start = {k: torch.randn_like(v) for k, v in model.state_dict().items()}
+    end = {k: v.clone() for k, v in model.state_dict().items()}
+    alphas = [-0.5, 0.0, 0.25, 1.0, 1.5]
+    losses = interpolation(model, start, end, alphas, x, y)
+    for a, got in zip(alphas, losses, strict=True):
+        w = (1 - a) * start["weight"].numpy() + a * end["weight"].numpy()
+        b = (1 - a) * start["bias"].numpy() + a * end["bias"].numpy()
+        assert got == pytest.approx(_cross_entropy(x.numpy() @ w.T + b, y.numpy()), abs=1e-12)
+    assert torch.equal(model.weight, end["weight"])  # the model itself is not moved
+
+
+def test_interpolation_re_estimates_batch_norm_statistics_at_each_point() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)).double()
+    x, y = torch.randn(9, 4, dtype=torch.float64), torch.tensor([0, 1, 2] * 3)
+
+    def solution() -> dict:
+        state = {
+            k: torch.randn_like(v) if v.is_floating_point() else v for k, v in model.state_dict().items()
+        }
+        state["1.running_mean"] += 100.0  # statistics that would wreck the loss if they were used
+        state["1.running_var"] = state["1.running_var"].abs() + 50.0
+        return state
+
+    start, end = solution(), solution()
+    (got,) = interpolation(model, start, end, [0.3], x, y)
+    mix = {
+        k: 0.7 * start[k].numpy() + 0.3 * end[k].numpy() for k in ("0.weight", "0.bias", "1.weight", "1.bias")
+    }
+    z = x.numpy() @ mix["0.weight"].T + mix["0.bias"]
+    # One batch: the running mean is the batch mean, the running variance the unbiased batch variance.
+    z = (z - z.mean(0)) / np.sqrt(z.var(0, ddof=1) + 1e-5) * mix["1.weight"] + mix["1.bias"]
+    assert got == pytest.approx(_cross_entropy(z, y.numpy()), abs=1e-9)
+
+
+def test_point_log_resumes_point_by_point_and_keeps_what_does_not_match(tmp_path) -> None:
+    model, x, y = _softmax_model()
+    d1, d2 = filter_normalized_direction(model, 1), filter_normalized_direction(model, 2)
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    path = tmp_path / "points.jsonl"
+    coords = [-1.0, 0.0, 1.0]
+    first = surface(model, x, y, [d1, d2], coords, PointLog(path, "A"), "plane")
+    assert len(calls) == 9
+    with open(path, "a", encoding="utf-8") as f:
+        f.write('{"key": "plane@9,9", "val')  # a crash in the middle of a write
+    calls.clear()
+    log = PointLog(path, "A")
+    assert len(log) == 9
+    again = surface(model, x, y, [d1, d2], coords, log, "plane")
+    assert calls == [] and np.array_equal(first, again)  # every point read back, none recomputed
+    surface(model, x, y, [d1], [0.5], log, "line")  # appends after the torn line was dropped
+    assert len(calls) == 1 and len(PointLog(path, "A")) == 10
+    other = PointLog(path, "B")  # other weights or images: start afresh, the old file kept aside
+    assert len(other) == 0 and len(PointLog(path.with_name("points.jsonl.previous"), "A")) == 10
+    assert len(PointLog(path, "B", resume=False)) == 0
+
+
+def test_fingerprint_follows_the_weights_the_images_and_the_grid() -> None:
+    model, x, y = _softmax_model()
+    base = fingerprint(model, x, y, {"grid": 5})
+    assert fingerprint(model, x.clone(), y, {"grid": 5}) == base
+    assert fingerprint(model, x, y, {"grid": 7}) != base
+    assert fingerprint(model, x[:, [1, 0, 2, 3, 4]], y, {"grid": 5}) != base
+    with torch.no_grad():
+        model.bias[0] += 1e-9
+    assert fingerprint(model, x, y, {"grid": 5}) != base

@@ -373,7 +373,8 @@ def _add_experiment_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--reuse-runs",
         action="store_true",
-        help="keep runs in OUT/runs that finished with the same config (after an interrupted experiment)",
+        help="continue an interrupted experiment: keep runs in OUT/runs that finished with the same config, "
+        "resume stopped ones, and read back the losses landscape logged in OUT",
     )
 
 

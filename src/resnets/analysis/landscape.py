@@ -8,12 +8,20 @@ each filter by its own norm and nets of any scale are comparable; biases and bat
 no direction ("ignore_biasbn"), and batch-norm running statistics stay as trained (the net is
 evaluated in eval mode). A 2-D slice is L(θ + a·d1 + b·d2); `nonconvex_fraction` reads its local
 curvature, `hessian_extremes` the whole Hessian's (their §6: |λ_min/λ_max| maps non-convexity).
+`interpolation` is the other classic picture (Goodfellow, Vinyals & Saxe 2015; Li et al. §3): the loss
+on the straight line between two sets of weights. `PointLog` keeps every loss as it is computed, so an
+interrupted slice resumes at the point where it stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import copy
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -68,27 +76,131 @@ def mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 5
     return total / len(y)
 
 
+class PointLog:
+    """Losses already computed, one JSON line each (`{"key": ..., "value": ...}`) after a header line
+    with the fingerprint of what they were computed from; a run that stops resumes point by point.
+
+    A file whose fingerprint differs (other weights, images or grid) is moved aside to `*.previous`,
+    never overwritten; a torn last line (a crash mid-write) is ignored. JSON only: nothing is unpickled.
+    """
+
+    def __init__(self, path: Path, fingerprint: str, resume: bool = True) -> None:
+        self.path, self.fingerprint = Path(path), fingerprint
+        self.values: dict[str, object] = {}
+        if self.path.exists():
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+            header = _json_or_none(lines[0]) if lines else None
+            if resume and isinstance(header, dict) and header.get("fingerprint") == fingerprint:
+                for line in lines[1:]:
+                    entry = _json_or_none(line)
+                    if isinstance(entry, dict) and isinstance(entry.get("key"), str) and "value" in entry:
+                        self.values[entry["key"]] = entry["value"]
+                self._rewrite()  # drops a torn last line, so the next append starts on a fresh line
+                return
+            os.replace(self.path, self.path.with_name(self.path.name + ".previous"))
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps({"fingerprint": self.fingerprint}) + "\n")
+            f.writelines(json.dumps({"key": k, "value": v}) + "\n" for k, v in self.values.items())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def get_or_compute(self, key: str, compute):
+        """The value logged under `key`, else `compute()`, logged (flushed to disk) before it returns."""
+        if key not in self.values:
+            self.values[key] = compute()
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"key": key, "value": self.values[key]}) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        return self.values[key]
+
+
+def _json_or_none(line: str):
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
+
+
+def fingerprint(model: nn.Module, x: torch.Tensor, y: torch.Tensor, extra: Mapping) -> str:
+    """A SHA-256 of the weights (state_dict), the images, the labels and `extra` (the grid): equal
+    fingerprints mean the logged losses are those this evaluation would compute."""
+    h = hashlib.sha256(json.dumps(extra, sort_keys=True, default=str).encode())
+    for name, t in [*model.state_dict().items(), ("x", x), ("y", y)]:
+        h.update(name.encode())
+        h.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def surface(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
     directions: Sequence[Direction],
     coords: Sequence[float],
+    log: PointLog | None = None,
+    label: str = "",
 ) -> np.ndarray:
     """The loss on the grid `coords` along one direction (1-D array) or two (2-D array, [i, j] =
-    L(θ + coords[i]·d1 + coords[j]·d2))."""
+    L(θ + coords[i]·d1 + coords[j]·d2)); with a `log`, each point is read from or written to it under
+    `label` and its coordinates."""
+
+    def loss_at(*steps: float) -> float:
+        def compute() -> float:
+            with moved(model, directions, steps):
+                return mean_loss(model, x, y)
+
+        if log is None:
+            return compute()
+        return float(log.get_or_compute(f"{label}@" + ",".join(f"{s:.9g}" for s in steps), compute))
+
     if len(directions) == 1:
-        out = []
-        for a in coords:
-            with moved(model, directions, [a]):
-                out.append(mean_loss(model, x, y))
-        return np.array(out)
-    grid = np.zeros((len(coords), len(coords)))
-    for i, a in enumerate(coords):
-        for j, b in enumerate(coords):
-            with moved(model, directions, [a, b]):
-                grid[i, j] = mean_loss(model, x, y)
-    return grid
+        return np.array([loss_at(a) for a in coords])
+    return np.array([[loss_at(a, b) for b in coords] for a in coords])
+
+
+def interpolation(
+    model: nn.Module,
+    start: Mapping[str, torch.Tensor],
+    end: Mapping[str, torch.Tensor],
+    alphas: Sequence[float],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    log: PointLog | None = None,
+    label: str = "",
+) -> np.ndarray:
+    """The loss at (1 − α)·start + α·end for each α (state_dicts of `model`'s architecture; `model`
+    itself is not changed). Batch-norm running statistics are not interpolated but re-estimated on `x`
+    at every point (Garipov et al. 2018 do the same on their curves): interpolated statistics describe
+    neither net, and at α = 0 or 1 the re-estimate is that net's own statistics on these images."""
+    net = copy.deepcopy(model)
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def compute(a: float) -> float:
+        mixed = {k: (1 - a) * v + a * end[k] if v.is_floating_point() else v for k, v in start.items()}
+        net.load_state_dict(mixed)
+        if norms:
+            for m in norms:
+                m.reset_running_stats()
+                m.momentum = None  # a cumulative average over the batches below
+            net.train()
+            with torch.no_grad():
+                for i in range(0, len(y), 500):
+                    net(x[i : i + 500])
+        return mean_loss(net, x, y)
+
+    if log is None:
+        return np.array([compute(a) for a in alphas])
+    return np.array([float(log.get_or_compute(f"{label}@{a:.9g}", lambda a=a: compute(a))) for a in alphas])
 
 
 def nonconvex_fraction(grid: np.ndarray, spacing: float, tol: float = 0.0) -> float:

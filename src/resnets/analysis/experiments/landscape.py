@@ -1,6 +1,7 @@
 """landscape (Li, Xu, Taylor, Studer & Goldstein 2018): the training loss around a trained residual net
-and its plain twin, along filter-normalised random directions in 1-D and 2-D, with three numbers a
-verdict can be checked on: the loss rise inside the basin (at the farthest step where both nets' losses
+and its plain twin, along filter-normalised random directions in 1-D and 2-D and on the straight line
+between two solutions (or from an initialisation to the solution), with three numbers a verdict can be
+checked on: the loss rise inside the basin (at the farthest step where both nets' losses
 stay below chance), the fraction of the 2-D slice that is locally non-convex, and |λ_min / λ_max| of
 the Hessian at the minimum.
 
@@ -23,8 +24,11 @@ from resnets.analysis.experiments.common import Settings, dataset_splits
 from resnets.analysis.experiments.registry import experiment
 from resnets.analysis.experiments.twins import trained_twins
 from resnets.analysis.landscape import (
+    PointLog,
     filter_normalized_direction,
+    fingerprint,
     hessian_extremes,
+    interpolation,
     nonconvex_fraction,
     surface,
 )
@@ -33,21 +37,44 @@ from resnets.analysis.report import Report, change_beyond_spread, environment, m
 
 NETS = {"residual": "resnet{d}", "plain": "plain{d}"}
 PAPER_ERROR = {20: (8.18, 7.37), 56: (13.31, 5.89), 110: (16.44, 5.79)}  # Li et al.: (no skips, skips)
-QUICK = {"images": 1000, "line": 21, "grid": 17, "directions": 3, "hessian_images": 500, "iters": 40}
-FULL = {"images": 5000, "line": 51, "grid": 51, "directions": 5, "hessian_images": 5000, "iters": 100}
+QUICK = {
+    "images": 1000,
+    "line": 21,
+    "grid": 17,
+    "directions": 3,
+    "hessian_images": 500,
+    "iters": 40,
+    "alphas": 13,
+}
+FULL = {
+    "images": 5000,
+    "line": 51,
+    "grid": 51,
+    "directions": 5,
+    "hessian_images": 5000,
+    "iters": 100,
+    "alphas": 31,
+}
+ALPHAS = (-0.25, 1.25)  # the interpolation line, a little past both ends (Li et al.'s Fig. 2 go to ±0.5)
 SPAN = 1.0  # the slices cover −1 … 1 filter norms along each direction, as Li et al.'s plots do
 
 
-def measure_net(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, sizes: dict) -> dict:
+def measure_net(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, sizes: dict, log: PointLog | None = None
+) -> dict:
     """The 1-D slices (one per direction), the 2-D slice (first two directions) and the Hessian
-    extremes of one net at its trained weights."""
+    extremes of one net at its trained weights, each loss read from or written to `log`."""
     line = np.linspace(-SPAN, SPAN, sizes["line"])
     plane = np.linspace(-SPAN, SPAN, sizes["grid"])
     directions = [filter_normalized_direction(model, seed) for seed in range(sizes["directions"])]
-    slices = [surface(model, x, y, [d], line).tolist() for d in directions]
-    grid = surface(model, x, y, directions[:2], plane)
+    slices = [surface(model, x, y, [d], line, log, f"slice{k}").tolist() for k, d in enumerate(directions)]
+    grid = surface(model, x, y, directions[:2], plane, log, "plane")
     n = sizes["hessian_images"]
-    top, bottom = hessian_extremes(model, x[:n], y[:n], iters=sizes["iters"])
+
+    def extremes() -> list[float]:
+        return list(hessian_extremes(model, x[:n], y[:n], iters=sizes["iters"]))
+
+    top, bottom = extremes() if log is None else log.get_or_compute("hessian", extremes)
     centre = slices[0][len(line) // 2]
     return {
         "loss": centre,
@@ -70,16 +97,33 @@ def run(settings: Settings) -> Report:
     data = settings.data or "cifar10"
     depth = (settings.depths or [20 if settings.quick else 56])[0]
     sizes = QUICK if settings.quick else FULL
-    twins = trained_twins(settings, NETS, depth, data, [0], "fast-cifar", settings.pick("budget", 30, 30))
+    seeds = settings.seeds or [0]
+    twins = trained_twins(settings, NETS, depth, data, seeds, "fast-cifar", settings.pick("budget", 30, 30))
     splits = dataset_splits(data, settings.data_dir)
     train = splits.train
     pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[: sizes["images"]]
     images, labels = train.images[pick.sort().values], train.labels[pick.sort().values]
+    alphas = np.linspace(*ALPHAS, sizes["alphas"])
     results = {}
-    for kind, (net, *_) in twins.nets.items():
-        x = net.normalize(images).to(next(net.model.parameters()).device)
-        results[kind] = measure_net(net.model.float(), x, labels.to(x.device), sizes)
+    for kind, (net, *others) in twins.nets.items():
+        model = net.model.float()
+        x = net.normalize(images).to(next(model.parameters()).device)
+        y = labels.to(x.device)
+        # Every loss goes to a log in OUT as it is computed: with --reuse-runs a stopped run resumes.
+        grid = {**sizes, "span": SPAN, "alphas": list(ALPHAS), "seeds": seeds}
+        log = PointLog(
+            Path(settings.out) / f"points-{kind}.jsonl", fingerprint(model, x, y, grid), settings.reuse_runs
+        )
+        results[kind] = measure_net(model, x, y, sizes, log)
         results[kind]["test_accuracy"] = net.test_accuracy
+        start, start_label = line_start(NETS[kind].format(d=depth), model, others)
+        losses = interpolation(model, start, model.state_dict(), alphas, x, y, log, "interpolation")
+        results[kind]["interpolation"] = {
+            "from": start_label,
+            "alphas": alphas.tolist(),
+            "losses": losses.tolist(),
+            "barrier": barrier(alphas, losses),
+        }
     basin = basin_distance(
         results["residual"]["line"], [r["slices"] for r in results.values()], math.log(splits.num_classes)
     )
@@ -104,6 +148,7 @@ def run(settings: Settings) -> Report:
                 "λ_max",
                 "λ_min",
                 "|λ_min/λ_max|",
+                "barrier on the line",
             ],
             rows,
         ),
@@ -111,6 +156,7 @@ def run(settings: Settings) -> Report:
         figures=[
             plot_slices(Path(settings.out), results, depth),
             plot_planes(Path(settings.out), results, depth),
+            plot_interpolation(Path(settings.out), results, depth),
         ],
         notes=[
             twins.note(),
@@ -129,6 +175,12 @@ def run(settings: Settings) -> Report:
             "steps (Hessian-vector products, fully re-orthogonalised) on the loss of the first "
             f"{sizes['hessian_images']:,} images; Li et al. "
             "map |λ_min/λ_max| across their plots, we give it at the minimum.",
+            f"The line: the loss at (1 − α)·θ_start + α·θ_minimum for α from {ALPHAS[0]:g} to {ALPHAS[1]:g}, "
+            f"θ_start being {results['residual']['interpolation']['from']} (Goodfellow, Vinyals & Saxe 2015 "
+            "drew the same line from the initialisation; Li et al. §3 between two solutions, which "
+            "`--budget B --seeds 0,1` gives by training two nets per kind). Batch-norm statistics are "
+            "re-estimated on the same images at each point, not interpolated. Its barrier is the largest "
+            "excess of the loss over the straight chord between α = 0 and α = 1 (0: no bump on the way).",
         ],
         environment=environment(settings.torch_device, twins.runs or None),
     )
@@ -148,7 +200,31 @@ def table_row(name: str, r: dict, depth: int, kind: str) -> list[str]:
         f"{r['lambda_max']:.2f}",
         f"{r['lambda_min']:.3f}",
         f"{r['ratio']:.4f}",
+        f"{r['interpolation']['barrier']:.3f}" if "interpolation" in r else "–",
     ]
+
+
+def line_start(name: str, model: torch.nn.Module, others: list) -> tuple[dict, str]:
+    """Where the interpolation line starts: a second trained solution of the same net where the twins
+    have one (another seed), else a He initialisation of the net (seed 0), with a label for the report."""
+    if others:
+        return others[0].model.float().state_dict(), f"a second solution ({others[0].label})"
+    from resnets.models.factory import create_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        init = create_model(name).to(next(model.parameters()).device).float()
+    return init.state_dict(), f"a fresh initialisation of {name} (seed 0)"
+
+
+def barrier(alphas: Sequence[float], losses: Sequence[float]) -> float:
+    """The largest excess of the loss over the chord between α = 0 and α = 1, over 0 ≤ α ≤ 1 (the
+    endpoints must lie on `alphas`): 0 where the line has no bump above the chord."""
+    a, v = np.asarray(alphas, dtype=float), np.asarray(losses, dtype=float)
+    i0, i1 = int(np.argmin(np.abs(a))), int(np.argmin(np.abs(a - 1)))
+    inner = slice(i0, i1 + 1)
+    chord = (1 - a[inner]) * v[i0] + a[inner] * v[i1]
+    return float(max(0.0, (v[inner] - chord).max()))
 
 
 def landscape_verdict(residual: dict, plain: dict, depth: int) -> str:
@@ -230,3 +306,24 @@ def plot_planes(out: Path, results: dict, depth: int) -> str:
             title=f"{NETS[kind].format(d=depth)}", xlabel="direction 1", ylabel="direction 2", aspect="equal"
         )
     return save_figure(fig, out, "landscape_2d.png")
+
+
+def plot_interpolation(out: Path, results: dict, depth: int) -> str:
+    """The loss along the straight line to the minimum, both nets on one axis (log scale)."""
+    fig, axes = figure(1, 1, size=(5.0, 3.5))
+    ax = axes[0][0]
+    second = results["residual"]["interpolation"]["from"].startswith("a second")
+    start = "a second solution" if second else "an initialisation"
+    for kind in NETS:
+        line = results[kind]["interpolation"]
+        ax.plot(line["alphas"], line["losses"], marker=".", label=NETS[kind].format(d=depth))
+    ax.axvline(0, color="0.7", lw=0.8)
+    ax.axvline(1, color="0.7", lw=0.8)
+    ax.set(
+        title=f"from {start} (α = 0) to the minimum (α = 1)",
+        xlabel="α",
+        ylabel="training loss",
+        yscale="log",
+    )
+    ax.legend(fontsize=7)
+    return save_figure(fig, out, "landscape_line.png")
