@@ -462,7 +462,8 @@ def test_landscape_of_the_shipped_nets_on_tiny_data(tmp_path, data_dir, monkeypa
         line = r["interpolation"]
         assert line["from"].startswith("a fresh initialisation") and len(line["losses"]) == 7
         assert line["alphas"][0] == -0.25 and line["alphas"][-1] == 1.25 and line["barrier"] >= 0
-    assert (tmp_path / "land" / "landscape_line.png").stat().st_size > 0
+    for figure in ("landscape_1d.png", "landscape_2d.png", "landscape_line.png", "landscape_3d.png"):
+        assert (tmp_path / "land" / figure).stat().st_size > 0, figure
     # Every loss was logged as it was computed: a rerun with --reuse-runs evaluates none of them again.
     import resnets.analysis.landscape as tools
 

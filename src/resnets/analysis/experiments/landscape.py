@@ -157,6 +157,7 @@ def run(settings: Settings) -> Report:
             plot_slices(Path(settings.out), results, depth),
             plot_planes(Path(settings.out), results, depth),
             plot_interpolation(Path(settings.out), results, depth),
+            plot_surfaces(Path(settings.out), results, depth),
         ],
         notes=[
             twins.note(),
@@ -313,17 +314,33 @@ def plot_interpolation(out: Path, results: dict, depth: int) -> str:
     fig, axes = figure(1, 1, size=(5.0, 3.5))
     ax = axes[0][0]
     second = results["residual"]["interpolation"]["from"].startswith("a second")
-    start = "a second solution" if second else "an initialisation"
+    start = "second solution" if second else "initialisation"
     for kind in NETS:
         line = results[kind]["interpolation"]
         ax.plot(line["alphas"], line["losses"], marker=".", label=NETS[kind].format(d=depth))
     ax.axvline(0, color="0.7", lw=0.8)
     ax.axvline(1, color="0.7", lw=0.8)
     ax.set(
-        title=f"from {start} (α = 0) to the minimum (α = 1)",
+        title=f"the straight line: {start} (α = 0) → minimum (α = 1)",
         xlabel="α",
         ylabel="training loss",
         yscale="log",
     )
     ax.legend(fontsize=7)
     return save_figure(fig, out, "landscape_line.png")
+
+
+def plot_surfaces(out: Path, results: dict, depth: int) -> str:
+    """The 2-D slices as 3-D surfaces of log10 loss on one z scale, plain | residual (Li et al.'s Fig. 1)."""
+    fig, axes = figure(2, 1, size=(5.0, 4.5))
+    grids = {kind: np.log10(np.maximum(np.array(results[kind]["grid"]), 1e-6)) for kind in NETS}
+    low, high = min(g.min() for g in grids.values()), max(g.max() for g in grids.values())
+    for k, kind in enumerate(("plain", "residual")):
+        axes[0][k].remove()
+        ax = fig.add_subplot(1, 2, k + 1, projection="3d")
+        c = np.array(results[kind]["plane"])
+        a, b = np.meshgrid(c, c, indexing="ij")
+        ax.plot_surface(a, b, grids[kind], cmap="viridis", vmin=low, vmax=high, linewidth=0)
+        ax.set(title=NETS[kind].format(d=depth), xlabel="direction 1", ylabel="direction 2", zlim=(low, high))
+        ax.set_zlabel("log10 training loss")
+    return save_figure(fig, out, "landscape_3d.png")
