@@ -481,6 +481,27 @@ def test_landscape_of_the_shipped_nets_on_tiny_data(tmp_path, data_dir, monkeypa
     assert f"resnet20 | {error} | 7.37" in report.table.replace("  ", " ")  # beside Li et al.'s error
 
 
+def test_landscape_line_joins_two_solutions_when_two_seeds_are_trained(
+    tmp_path, data_dir, monkeypatch
+) -> None:
+    small = {
+        "images": 32,
+        "line": 3,
+        "grid": 3,
+        "directions": 2,
+        "hessian_images": 16,
+        "iters": 2,
+        "alphas": 5,
+    }
+    monkeypatch.setattr(landscape_module, "QUICK", small)
+    settings = Settings(out=tmp_path / "two", data_dir=data_dir, precision="fp32", budget=0.1, seeds=[0, 1])
+    report, _ = run_experiment("landscape", settings)
+    for kind, name in (("residual", "resnet20"), ("plain", "plain20")):
+        line = report.results[kind]["interpolation"]
+        assert line["from"] == f"a second solution ({name}, seed 1)", line["from"]
+    assert "a second solution" in " ".join(report.notes)
+
+
 def test_normfree_verdict_on_constructed_numbers() -> None:
     def r(errors: list[float], diverged: list[bool] | None = None, steps: list[float] | None = None) -> dict:
         return {

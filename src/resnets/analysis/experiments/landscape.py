@@ -116,7 +116,8 @@ def run(settings: Settings) -> Report:
         )
         results[kind] = measure_net(model, x, y, sizes, log)
         results[kind]["test_accuracy"] = net.test_accuracy
-        start, start_label = line_start(NETS[kind].format(d=depth), model, others)
+        name = NETS[kind].format(d=depth)
+        start, start_label = line_start(name, model, others, splits.num_classes, images.shape[1])
         losses = interpolation(model, start, model.state_dict(), alphas, x, y, log, "interpolation")
         results[kind]["interpolation"] = {
             "from": start_label,
@@ -205,7 +206,9 @@ def table_row(name: str, r: dict, depth: int, kind: str) -> list[str]:
     ]
 
 
-def line_start(name: str, model: torch.nn.Module, others: list) -> tuple[dict, str]:
+def line_start(
+    name: str, model: torch.nn.Module, others: list, num_classes: int, in_chans: int
+) -> tuple[dict, str]:
     """Where the interpolation line starts: a second trained solution of the same net where the twins
     have one (another seed), else a He initialisation of the net (seed 0), with a label for the report."""
     if others:
@@ -214,7 +217,7 @@ def line_start(name: str, model: torch.nn.Module, others: list) -> tuple[dict, s
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        init = create_model(name).to(next(model.parameters()).device).float()
+        init = create_model(name, num_classes, in_chans).to(next(model.parameters()).device).float()
     return init.state_dict(), f"a fresh initialisation of {name} (seed 0)"
 
 
