@@ -27,6 +27,8 @@ def where_it_ran(env: dict) -> str:
         f"{env['threads']} thread{'s' if env['threads'] != 1 else ''}" if env.get("threads") else None,
         f"torch {env['torch']}" if env.get("torch") else None,
         f"{env['wall_minutes']} min" if env.get("wall_minutes") is not None else None,
+        # A report built from runs read back (--reuse-runs) took minutes; its runs took this long to train.
+        f"its runs trained for {env['runs_train_minutes']} min" if env.get("runs_reused") else None,
     ]
     return ", ".join(p for p in parts if p)
 

@@ -2,6 +2,7 @@
 over seeds as numpy averages them, the environment names the machine and the runs, and experiments
 register by decorator."""
 
+import json
 import math
 
 import numpy as np
@@ -62,7 +63,10 @@ def test_a_sweep_resumes_a_stopped_run_and_reuses_a_finished_one(tmp_path, monke
     reused = again.train_all()["tiny"][0]
     assert reused.how == REUSED and len(calls) == 1  # read back: not trained again
     assert reused.result.summary == resumed.result.summary
-    assert environment(runs=[*sweep.runs, *again.runs])["runs_reused"] == 1
+    env = environment(runs=[*sweep.runs, *again.runs])
+    assert env["runs_reused"] == 1
+    trained_for = json.loads((run_dir / "summary.json").read_text())["wall_seconds"]
+    assert env["runs_train_minutes"] == round(2 * trained_for / 60, 1)  # the run read back counts too
     said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[run 1/1] tiny seed 0")]
     assert len(said) == 4 and said[1].startswith("[run 1/1] tiny seed 0: resumed, test accuracy")
     assert said[3].startswith("[run 1/1] tiny seed 0: reused")

@@ -284,6 +284,10 @@ def test_lesion_and_reproduce_experiments_on_tiny_cifar(tmp_path, data_dir) -> N
         "reproduce", Settings(out=tmp_path / "cpu", depths=[20], recipe="he2016-cifar", cpu=True, **cpu)
     )
     assert report.verdict.startswith("DIFFERENT SCHEDULE (fast-cifar, 0.5 epochs, not the paper's 164)")
+    error = report.results["errors"]["resnet20"][0]
+    side = "below" if error < 8.75 else "above"
+    assert f"against He et al.'s 8.75% ({abs(error - 8.75):.2f} points {side})" in report.verdict
+    assert report.figures == ["reproduce_cpu.png"] and (tmp_path / "cpu" / "reproduce_cpu.png").stat().st_size
     assert report.settings["recipe"] == "fast-cifar" and report.settings["paper recipe"] == "he2016-cifar"
     row = report.table.splitlines()[2].split("|")
     assert [c.strip() for c in row[1:5]] == [

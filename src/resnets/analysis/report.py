@@ -52,6 +52,12 @@ def environment(device: torch.device | None = None, runs: Sequence[Any] | None =
         # Which runs this process trained matters for the timings and for trusting a --reuse-runs report.
         env["runs_reused"] = sum(getattr(r, "how", "trained") == "reused" for r in runs)
         env["runs_resumed"] = sum(getattr(r, "how", "trained") == "resumed" for r in runs)
+        # The runs' own training time, which a report built from runs read back would otherwise hide.
+        seconds = [
+            getattr(r.result, "summary", {}).get("wall_seconds") for r in runs if getattr(r, "result", None)
+        ]
+        if seconds and all(isinstance(t, int | float) for t in seconds):
+            env["runs_train_minutes"] = round(sum(seconds) / 60, 1)
     commit = code_commit()
     if commit:
         env["commit"] = commit
