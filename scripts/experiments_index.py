@@ -28,7 +28,9 @@ def where_it_ran(env: dict) -> str:
         f"torch {env['torch']}" if env.get("torch") else None,
         f"{env['wall_minutes']} min" if env.get("wall_minutes") is not None else None,
         # A report built from runs read back (--reuse-runs) took minutes; its runs took this long to train.
-        f"its runs trained for {env['runs_train_minutes']} min" if env.get("runs_reused") else None,
+        f"its runs trained for {env['runs_train_minutes']} min"
+        if env.get("runs_reused") and env.get("runs_train_minutes")
+        else None,
     ]
     return ", ".join(p for p in parts if p)
 
