@@ -136,3 +136,18 @@ def test_the_experiments_index_is_written_from_the_reports(tmp_path) -> None:
 
 def test_the_committed_experiments_index_is_current() -> None:
     assert _index_script().main(["--check"]) == 0, "run: python scripts/experiments_index.py"
+
+
+def test_the_readme_models_table_is_what_resnets_models_prints(capsys) -> None:
+    # The table is pasted from the command; shipping weights changes its `weights` column, and a stale
+    # copy told users that resnet32/44/56 had no weights after they were shipped.
+    from resnets.cli import main
+
+    assert main(["models", "--format", "markdown"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    start = lines.index(printed[0])
+    assert lines[start : start + len(printed)] == printed, (
+        "paste `resnets models --format markdown` into README"
+    )
+    assert not lines[start + len(printed)].startswith("|")  # no rows left over from an older table
