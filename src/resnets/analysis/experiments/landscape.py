@@ -324,7 +324,7 @@ def plot_interpolation(out: Path, results: dict, depth: int) -> str:
     ax.axvline(0, color="0.7", lw=0.8)
     ax.axvline(1, color="0.7", lw=0.8)
     ax.set(
-        title=f"the straight line: {start} (α = 0) → minimum (α = 1)",
+        title=f"the straight line from {start} (α = 0)\nto the minimum (α = 1)",
         xlabel="α",
         ylabel="training loss",
         yscale="log",
