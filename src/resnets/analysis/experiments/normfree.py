@@ -123,9 +123,12 @@ def normfree_verdict(results: dict[str, dict[str, list]], depth: int) -> str:
     speed = {kind: statistics.fmean(results[kind]["steps_to_target"]) for kind in NORM_FREE}
     fastest = min(speed, key=speed.get)  # type: ignore[arg-type]
     if not math.isfinite(speed[fastest]):
+        # Then the final errors are what this budget can say about the three.
+        order = ", ".join(f"{kind} {100 * err[kind]:.2f}%" for kind in sorted(NORM_FREE, key=err.get))
         return (
             f"{first}; {second}; no normalisation-free net reached {TARGET:.0%} training accuracy in all its "
-            "runs within this budget, so which is fastest is not decided here"
+            "runs within this budget, so which is fastest is not decided here "
+            f"(by final test error: {order})."
         )
     third = (
         f"to {TARGET:.0%} training accuracy ReZero took {speed['rezero']:.0f} steps, Fixup "
