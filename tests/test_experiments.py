@@ -21,7 +21,13 @@ from resnets.analysis.experiments.gradients import (
     wider,
 )
 from resnets.analysis.experiments.highway import carry_gate_bias, trains
-from resnets.analysis.experiments.landscape import barrier, basin_distance, landscape_verdict, rise_at
+from resnets.analysis.experiments.landscape import (
+    barrier,
+    basin_distance,
+    depth_trend,
+    landscape_verdict,
+    rise_at,
+)
 from resnets.analysis.experiments.lesion import (
     deletion_curve,
     downsampling,
@@ -453,19 +459,23 @@ def test_landscape_of_the_shipped_nets_on_tiny_data(tmp_path, data_dir, monkeypa
         "alphas": 7,
     }
     monkeypatch.setattr(landscape_module, "QUICK", small)
-    settings = Settings(out=tmp_path / "land", data_dir=data_dir, precision="fp32")
+    settings = Settings(out=tmp_path / "land", data_dir=data_dir, precision="fp32", depths=[56, 20])
     report, _ = run_experiment("landscape", settings)
     results = _check_outputs(tmp_path / "land", "landscape")["results"]
-    for kind in ("residual", "plain"):
-        r = results[kind]
-        assert len(r["slices"]) == 2 and all(len(s) == 5 for s in r["slices"])
-        assert len(r["grid"]) == 5 and r["grid"][2][2] == pytest.approx(r["loss"])  # the centre is θ itself
-        assert r["slices"][0][2] == pytest.approx(r["loss"]) and 0 <= r["nonconvex"] <= 1
-        assert r["lambda_max"] >= r["lambda_min"]
-        assert r["basin"] in r["line"] and len(r["basin_rise"]) == 2
-        line = r["interpolation"]
-        assert line["from"].startswith("a fresh initialisation") and len(line["losses"]) == 7
-        assert line["alphas"][0] == -0.25 and line["alphas"][-1] == 1.25 and line["barrier"] >= 0
+    assert set(results) == {"20", "56"}
+    for depth in ("20", "56"):
+        for kind in ("residual", "plain"):
+            r = results[depth][kind]
+            assert len(r["slices"]) == 2 and all(len(s) == 5 for s in r["slices"])
+            assert len(r["grid"]) == 5 and r["grid"][2][2] == pytest.approx(r["loss"])  # the centre is θ
+            assert r["slices"][0][2] == pytest.approx(r["loss"]) and 0 <= r["nonconvex"] <= 1
+            assert r["lambda_max"] >= r["lambda_min"]
+            assert r["basin"] in r["line"] and len(r["basin_rise"]) == 2
+            line = r["interpolation"]
+            assert line["from"].startswith("a fresh initialisation") and len(line["losses"]) == 7
+            assert line["alphas"][0] == -0.25 and line["alphas"][-1] == 1.25 and line["barrier"] >= 0
+    assert report.verdict.index("plain20's loss") < report.verdict.index("plain56's loss")
+    assert "From depth 20 to 56" in report.verdict
     for figure in ("landscape_1d.png", "landscape_2d.png", "landscape_line.png", "landscape_3d.png"):
         assert (tmp_path / "land" / figure).stat().st_size > 0, figure
     # Every loss was logged as it was computed: a rerun with --reuse-runs evaluates none of them again.
@@ -473,16 +483,36 @@ def test_landscape_of_the_shipped_nets_on_tiny_data(tmp_path, data_dir, monkeypa
 
     monkeypatch.setattr(tools, "mean_loss", lambda *a, **k: pytest.fail("a logged loss was recomputed"))
     monkeypatch.setattr(
-        landscape_module, "hessian_extremes", lambda *a, **k: pytest.fail("the Hessian was recomputed")
+        landscape_module, "hessian_extremes", lambda *a, **k: pytest.fail("Hessian recomputed")
     )
     rerun, _ = run_experiment("landscape", Settings(**{**settings.__dict__, "reuse_runs": True}))
-    assert rerun.results["residual"]["grid"] == results["residual"]["grid"]
-    assert rerun.results["plain"]["interpolation"] == results["plain"]["interpolation"]
+    assert rerun.results["56"]["residual"]["grid"] == results["56"]["residual"]["grid"]
+    assert rerun.results["20"]["plain"]["interpolation"] == results["20"]["plain"]["interpolation"]
     from resnets.weights import WEIGHTS
 
     shipped = next(w for w in WEIGHTS if w.name == "resnet20.cifar10")  # its `resnets eval` accuracy
     error = f"{100 * (1 - shipped.test_accuracy):.2f}"
     assert f"resnet20 | {error} | 7.37" in report.table.replace("  ", " ")  # beside Li et al.'s error
+
+
+def test_depth_trend_counts_the_measures_on_which_the_gap_grows() -> None:
+    def nets(plain: tuple, residual: tuple) -> dict:
+        keys = ("basin_rise", "nonconvex", "ratio")
+        return {
+            "plain": dict(zip(keys, plain, strict=True)),
+            "residual": dict(zip(keys, residual, strict=True)),
+        }
+
+    results = {
+        "20": nets(([0.8, 0.8], 0.41, 0.014), ([1.2, 1.2], 0.52, 0.020)),
+        "56": nets(([1.0, 1.0], 0.52, 0.004), ([0.4, 0.4], 0.33, 0.033)),
+    }
+    said = depth_trend(results, [20, 56])
+    # Gaps plain − residual: rise −0.4 → +0.6 (grows), share −0.11 → +0.19 (grows), ratio −0.006 → −0.029.
+    assert said.startswith("From depth 20 to 56 (rise in the basin plain 0.8 → 1, residual 1.2 → 0.4;")
+    assert said.endswith("rougher than the residual net's on 2 of the 3 measures.")
+    results["56"]["plain"]["ratio"] = 0.05
+    assert depth_trend(results, [20, 56]).endswith("on all 3 measures, as Li et al. found.")
 
 
 def test_landscape_line_joins_two_solutions_when_two_seeds_are_trained(
@@ -501,7 +531,7 @@ def test_landscape_line_joins_two_solutions_when_two_seeds_are_trained(
     settings = Settings(out=tmp_path / "two", data_dir=data_dir, precision="fp32", budget=0.1, seeds=[0, 1])
     report, _ = run_experiment("landscape", settings)
     for kind, name in (("residual", "resnet20"), ("plain", "plain20")):
-        line = report.results[kind]["interpolation"]
+        line = report.results["20"][kind]["interpolation"]
         assert line["from"] == f"a second solution ({name}, seed 1)", line["from"]
     assert "a second solution" in " ".join(report.notes)
 

@@ -22,7 +22,7 @@ import torch
 
 from resnets.analysis.experiments.common import Settings, dataset_splits
 from resnets.analysis.experiments.registry import experiment
-from resnets.analysis.experiments.twins import trained_twins
+from resnets.analysis.experiments.twins import Twins, trained_twins
 from resnets.analysis.landscape import (
     PointLog,
     filter_normalized_direction,
@@ -93,31 +93,111 @@ def measure_net(
 
 @experiment("landscape", "the loss around trained residual and plain nets (Li et al. 2018)")
 def run(settings: Settings) -> Report:
-    """Slice the training loss around the twins at one depth and compare how smooth and convex it is."""
+    """Slice the training loss around the twins at each depth, compare how smooth and convex it is, and
+    with several depths how that changes as the nets get deeper (Li et al.'s claim)."""
     data = settings.data or "cifar10"
-    depth = (settings.depths or [20 if settings.quick else 56])[0]
+    depths = sorted(settings.depths or ([20] if settings.quick else [20, 56, 110]))
     sizes = QUICK if settings.quick else FULL
     seeds = settings.seeds or [0]
-    twins = trained_twins(settings, NETS, depth, data, seeds, "fast-cifar", settings.pick("budget", 30, 30))
     splits = dataset_splits(data, settings.data_dir)
-    train = splits.train
-    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[: sizes["images"]]
-    images, labels = train.images[pick.sort().values], train.labels[pick.sort().values]
+    pick = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))[: sizes["images"]]
+    images, labels = splits.train.images[pick.sort().values], splits.train.labels[pick.sort().values]
+    results, sources, notes, runs = {}, {}, [], []
+    for depth in depths:
+        twins = trained_twins(
+            settings, NETS, depth, data, seeds, "fast-cifar", settings.pick("budget", 30, 30)
+        )
+        results[str(depth)] = measure_depth(settings, twins, depth, images, labels, splits.num_classes)
+        sources[str(depth)], runs = twins.source, [*runs, *twins.runs]
+        notes.append(twins.note())
+    names = " and ".join(f"resnet{d}/plain{d}" for d in depths)
+    verdicts = [landscape_verdict(results[str(d)]["residual"], results[str(d)]["plain"], d) for d in depths]
+    if len(depths) > 1:
+        verdicts.append(depth_trend(results, depths))
+    out = Path(settings.out)
+    basins = {d: results[str(d)]["residual"]["basin"] for d in depths}
+    first = results[str(depths[0])]["residual"]["interpolation"]["from"]
+    return Report(
+        name="landscape",
+        title=f"The loss landscape of {names} (Li et al. 2018)",
+        command=settings.command,
+        settings={"data": data, "depths": depths, "sources": sources, **sizes, "span": SPAN},
+        results=results,
+        table=markdown_table(
+            [
+                "net",
+                "test error (%)",
+                "Li et al. test error (%)",
+                "loss at the minimum",
+                "loss rise in the basin (at t filter norms)",
+                "loss rise at 1 filter norm",
+                "non-convex share of the 2-D slice",
+                "λ_max",
+                "λ_min",
+                "|λ_min/λ_max|",
+                "barrier on the line",
+            ],
+            [table_row(NETS[k].format(d=d), results[str(d)][k], d, k) for d in depths for k in NETS],
+        ),
+        verdict=" ".join(verdicts),
+        figures=[
+            plot_slices(out, results, depths),
+            plot_planes(out, results, depths),
+            plot_interpolation(out, results, depths),
+            plot_surfaces(out, results, depths),
+        ],
+        notes=[
+            *notes,
+            f"Loss: mean cross-entropy on {sizes['images']:,} training images (a seeded random choice, no "
+            "augmentation), in eval mode (batch-norm running statistics as trained), fp32. Directions: "
+            f"{sizes['directions']} seeded filter-normalised Gaussians (biases and batch-norm parameters "
+            "not moved), the 2-D slice spanned by the first two. A rise at distance t is the mean of the "
+            "losses at −t and +t filter norms minus the loss at the minimum, mean ± std over the directions. "
+            "The verdict's rise is at the farthest step t of the 1-D slices where every slice of both nets "
+            f"of a depth is still below the chance loss ln {splits.num_classes} = "
+            f"{math.log(splits.num_classes):.2f} (here "
+            + ", ".join(f"t = {t:g} at depth {d}" for d, t in basins.items())
+            + "): farther out a net is broken rather than moved around its minimum, and its loss measures "
+            "how confidently wrong it is (at 1 filter norm Li et al.'s plots reach losses of 5–10 with or "
+            "without skips).",
+            "Non-convex share: interior points of the 2-D slice whose finite-difference 2×2 Hessian has an "
+            f"eigenvalue below −0.001. λ_max, λ_min: the extreme Ritz values of {sizes['iters']} Lanczos "
+            "steps (Hessian-vector products, fully re-orthogonalised) on the loss of the first "
+            f"{sizes['hessian_images']:,} images; Li et al. "
+            "map |λ_min/λ_max| across their plots, we give it at the minimum.",
+            f"The line: the loss at (1 − α)·θ_start + α·θ_minimum for α from {ALPHAS[0]:g} to {ALPHAS[1]:g}, "
+            f"θ_start being {first} (Goodfellow, Vinyals & Saxe 2015 "
+            "drew the same line from the initialisation; Li et al. §3 between two solutions, which "
+            "`--budget B --seeds 0,1` gives by training two nets per kind). Batch-norm statistics are "
+            "re-estimated on the same images at each point, not interpolated. Its barrier is the largest "
+            "excess of the loss over the straight chord between α = 0 and α = 1 (0: no bump on the way).",
+        ],
+        environment=environment(settings.torch_device, runs or None),
+    )
+
+
+def measure_depth(
+    settings: Settings, twins: Twins, depth: int, images: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> dict:
+    """Both nets of one depth: slices, Hessian extremes and the line to the minimum, each loss logged to
+    OUT/points-NET.jsonl as it is computed (with --reuse-runs a stopped run resumes there), and the rise
+    inside the basin both nets share."""
+    sizes = QUICK if settings.quick else FULL
+    seeds = settings.seeds or [0]
     alphas = np.linspace(*ALPHAS, sizes["alphas"])
     results = {}
     for kind, (net, *others) in twins.nets.items():
         model = net.model.float()
+        name = NETS[kind].format(d=depth)
         x = net.normalize(images).to(next(model.parameters()).device)
         y = labels.to(x.device)
-        # Every loss goes to a log in OUT as it is computed: with --reuse-runs a stopped run resumes.
         grid = {**sizes, "span": SPAN, "alphas": list(ALPHAS), "seeds": seeds}
         log = PointLog(
-            Path(settings.out) / f"points-{kind}.jsonl", fingerprint(model, x, y, grid), settings.reuse_runs
+            Path(settings.out) / f"points-{name}.jsonl", fingerprint(model, x, y, grid), settings.reuse_runs
         )
         results[kind] = measure_net(model, x, y, sizes, log)
         results[kind]["test_accuracy"] = net.test_accuracy
-        name = NETS[kind].format(d=depth)
-        start, start_label = line_start(name, model, others, splits.num_classes, images.shape[1])
+        start, start_label = line_start(name, model, others, num_classes, images.shape[1])
         losses = interpolation(model, start, model.state_dict(), alphas, x, y, log, "interpolation")
         results[kind]["interpolation"] = {
             "from": start_label,
@@ -126,65 +206,40 @@ def run(settings: Settings) -> Report:
             "barrier": barrier(alphas, losses),
         }
     basin = basin_distance(
-        results["residual"]["line"], [r["slices"] for r in results.values()], math.log(splits.num_classes)
+        results["residual"]["line"], [r["slices"] for r in results.values()], math.log(num_classes)
     )
     for r in results.values():
         r["basin"], r["basin_rise"] = basin, rise_at(r["line"], r["slices"], basin)
-    rows = [table_row(NETS[kind].format(d=depth), results[kind], depth, kind) for kind in NETS]
-    return Report(
-        name="landscape",
-        title=f"The loss landscape of resnet{depth} and plain{depth} (Li et al. 2018)",
-        command=settings.command,
-        settings={"data": data, "depth": depth, **twins.source, **sizes, "span": SPAN},
-        results=results,
-        table=markdown_table(
-            [
-                "net",
-                "test error (%)",
-                "Li et al. test error (%)",
-                "loss at the minimum",
-                f"loss rise at {basin:g} filter norms (in the basin)",
-                "loss rise at 1 filter norm",
-                "non-convex share of the 2-D slice",
-                "λ_max",
-                "λ_min",
-                "|λ_min/λ_max|",
-                "barrier on the line",
-            ],
-            rows,
-        ),
-        verdict=landscape_verdict(results["residual"], results["plain"], depth),
-        figures=[
-            plot_slices(Path(settings.out), results, depth),
-            plot_planes(Path(settings.out), results, depth),
-            plot_interpolation(Path(settings.out), results, depth),
-            plot_surfaces(Path(settings.out), results, depth),
-        ],
-        notes=[
-            twins.note(),
-            f"Loss: mean cross-entropy on {sizes['images']:,} training images (a seeded random choice, no "
-            "augmentation), in eval mode (batch-norm running statistics as trained), fp32. Directions: "
-            f"{sizes['directions']} seeded filter-normalised Gaussians (biases and batch-norm parameters "
-            "not moved), the 2-D slice spanned by the first two. A rise at distance t is the mean of the "
-            "losses at −t and +t filter norms minus the loss at the minimum, mean ± std over the directions. "
-            f"The verdict's rise is at t = {basin:g}, the farthest step of the 1-D slices where every slice "
-            f"of both nets is still below the chance loss ln {splits.num_classes} = "
-            f"{math.log(splits.num_classes):.2f}: farther out a net is broken rather than moved around its "
-            "minimum, and its loss measures how confidently wrong it is (at 1 filter norm Li et al.'s "
-            "plots reach losses of 5–10 with or without skips).",
-            "Non-convex share: interior points of the 2-D slice whose finite-difference 2×2 Hessian has an "
-            f"eigenvalue below −0.001. λ_max, λ_min: the extreme Ritz values of {sizes['iters']} Lanczos "
-            "steps (Hessian-vector products, fully re-orthogonalised) on the loss of the first "
-            f"{sizes['hessian_images']:,} images; Li et al. "
-            "map |λ_min/λ_max| across their plots, we give it at the minimum.",
-            f"The line: the loss at (1 − α)·θ_start + α·θ_minimum for α from {ALPHAS[0]:g} to {ALPHAS[1]:g}, "
-            f"θ_start being {results['residual']['interpolation']['from']} (Goodfellow, Vinyals & Saxe 2015 "
-            "drew the same line from the initialisation; Li et al. §3 between two solutions, which "
-            "`--budget B --seeds 0,1` gives by training two nets per kind). Batch-norm statistics are "
-            "re-estimated on the same images at each point, not interpolated. Its barrier is the largest "
-            "excess of the loss over the straight chord between α = 0 and α = 1 (0: no bump on the way).",
-        ],
-        environment=environment(settings.torch_device, twins.runs or None),
+    return results
+
+
+def depth_trend(results: dict, depths: Sequence[int]) -> str:
+    """One sentence on Li et al.'s claim itself: from the shallowest to the deepest depth, on how many of
+    the three measures the plain net's surface grows rougher relative to the residual net's."""
+    lo, hi = results[str(depths[0])], results[str(depths[-1])]
+    measures = {
+        "rise in the basin": lambda r: statistics.fmean(r["basin_rise"]),
+        "non-convex share": lambda r: r["nonconvex"],
+        "|λ_min/λ_max|": lambda r: r["ratio"],
+    }
+    said, grows = [], 0
+    for label, value in measures.items():
+        gap_lo = value(lo["plain"]) - value(lo["residual"])
+        gap_hi = value(hi["plain"]) - value(hi["residual"])
+        grows += gap_hi > gap_lo
+        said.append(
+            f"{label} plain {value(lo['plain']):.3g} → {value(hi['plain']):.3g}, "
+            f"residual {value(lo['residual']):.3g} → {value(hi['residual']):.3g}"
+        )
+    head = f"From depth {depths[0]} to {depths[-1]} ({'; '.join(said)}) "
+    if grows == 3:
+        return (
+            head
+            + "the plain net's surface grows rougher than the residual net's on all 3 measures, as Li et al. "
+            "found."
+        )
+    return (
+        head + f"the plain net's surface grows rougher than the residual net's on {grows} of the 3 measures."
     )
 
 
@@ -196,7 +251,7 @@ def table_row(name: str, r: dict, depth: int, kind: str) -> list[str]:
         "–" if r.get("test_accuracy") is None else f"{100 * (1 - r['test_accuracy']):.2f}",
         "–" if paper is None else f"{paper[1 if kind == 'residual' else 0]:.2f}",
         f"{r['loss']:.4f}",
-        pm(r["basin_rise"], digits=3),
+        f"{pm(r['basin_rise'], digits=3)} (t = {r['basin']:g})",
         pm(r["rise"], digits=3),
         f"{r['nonconvex']:.3f}",
         f"{r['lambda_max']:.2f}",
@@ -278,72 +333,74 @@ def rise_at(line: Sequence[float], slices: Sequence[Sequence[float]], t: float) 
     return [(s[i] + s[2 * middle - i]) / 2 - s[middle] for s in slices]
 
 
-def plot_slices(out: Path, results: dict, depth: int) -> str:
-    """1-D slices: loss against the step along each direction, residual and plain side by side."""
-    fig, axes = figure(2, 1)
-    for ax, kind in zip(axes[0], NETS, strict=True):
-        r = results[kind]
-        for k, s in enumerate(r["slices"]):
-            ax.plot(r["line"], s, lw=1, label=f"direction {k + 1}")
-        if "basin" in r:  # the distance the verdict's rise is read at
-            ax.axvspan(-r["basin"], r["basin"], color="0.9", zorder=0, label="basin (below chance)")
-        ax.set(
-            title=f"{NETS[kind].format(d=depth)}",
-            xlabel="step (filter norms)",
-            ylabel="training loss",
-            yscale="log",
-        )
-        ax.legend(fontsize=7)
+def plot_slices(out: Path, results: dict, depths: Sequence[int]) -> str:
+    """1-D slices: loss against the step along each direction, residual and plain side by side, a row
+    per depth."""
+    fig, axes = figure(2, len(depths))
+    for row, depth in zip(axes, depths, strict=True):
+        for ax, kind in zip(row, NETS, strict=True):
+            r = results[str(depth)][kind]
+            for k, s in enumerate(r["slices"]):
+                ax.plot(r["line"], s, lw=1, label=f"direction {k + 1}")
+            if "basin" in r:  # the distance the verdict's rise is read at
+                ax.axvspan(-r["basin"], r["basin"], color="0.9", zorder=0, label="basin (below chance)")
+            ax.set(title=NETS[kind].format(d=depth), xlabel="step (filter norms)", ylabel="training loss")
+            ax.set_yscale("log")
+            ax.legend(fontsize=7)
     return save_figure(fig, out, "landscape_1d.png")
 
 
-def plot_planes(out: Path, results: dict, depth: int) -> str:
-    """2-D slices as contour plots on the same levels, plain | residual (Li et al.'s Fig. 5)."""
-    fig, axes = figure(2, 1, size=(5.0, 4.5))
-    grids = {kind: np.array(results[kind]["grid"]) for kind in NETS}
+def plot_planes(out: Path, results: dict, depths: Sequence[int]) -> str:
+    """2-D slices as contour plots on the same levels, plain | residual, a row per depth (Li et al.'s
+    Fig. 5)."""
+    fig, axes = figure(2, len(depths), size=(5.0, 4.5))
+    grids = {(d, k): np.array(results[str(d)][k]["grid"]) for d in depths for k in NETS}
     low = min(g.min() for g in grids.values())
     levels = np.geomspace(max(low, 1e-4), max(g.max() for g in grids.values()), 25)
-    for ax, kind in zip(axes[0], ("plain", "residual"), strict=True):
-        c = np.array(results[kind]["plane"])
-        ax.contour(c, c, grids[kind].T, levels=levels, linewidths=0.8)
-        ax.set(
-            title=f"{NETS[kind].format(d=depth)}", xlabel="direction 1", ylabel="direction 2", aspect="equal"
-        )
+    for row, depth in zip(axes, depths, strict=True):
+        for ax, kind in zip(row, ("plain", "residual"), strict=True):
+            c = np.array(results[str(depth)][kind]["plane"])
+            ax.contour(c, c, grids[depth, kind].T, levels=levels, linewidths=0.8)
+            ax.set(
+                title=NETS[kind].format(d=depth), xlabel="direction 1", ylabel="direction 2", aspect="equal"
+            )
     return save_figure(fig, out, "landscape_2d.png")
 
 
-def plot_interpolation(out: Path, results: dict, depth: int) -> str:
-    """The loss along the straight line to the minimum, both nets on one axis (log scale)."""
-    fig, axes = figure(1, 1, size=(5.0, 3.5))
-    ax = axes[0][0]
-    second = results["residual"]["interpolation"]["from"].startswith("a second")
-    start = "second solution" if second else "initialisation"
-    for kind in NETS:
-        line = results[kind]["interpolation"]
-        ax.plot(line["alphas"], line["losses"], marker=".", label=NETS[kind].format(d=depth))
-    ax.axvline(0, color="0.7", lw=0.8)
-    ax.axvline(1, color="0.7", lw=0.8)
-    ax.set(
-        title=f"the straight line from {start} (α = 0)\nto the minimum (α = 1)",
-        xlabel="α",
-        ylabel="training loss",
-        yscale="log",
-    )
-    ax.legend(fontsize=7)
+def plot_interpolation(out: Path, results: dict, depths: Sequence[int]) -> str:
+    """The loss along the straight line to the minimum, both nets of a depth on one axis (log scale)."""
+    fig, axes = figure(len(depths), 1, size=(5.0, 3.5))
+    for ax, depth in zip(axes[0], depths, strict=True):
+        second = results[str(depth)]["residual"]["interpolation"]["from"].startswith("a second")
+        start = "second solution" if second else "initialisation"
+        for kind in NETS:
+            line = results[str(depth)][kind]["interpolation"]
+            ax.plot(line["alphas"], line["losses"], marker=".", label=NETS[kind].format(d=depth))
+        ax.axvline(0, color="0.7", lw=0.8)
+        ax.axvline(1, color="0.7", lw=0.8)
+        ax.set(title=f"the straight line from {start} (α = 0)\nto the minimum (α = 1)", xlabel="α")
+        ax.set(ylabel="training loss", yscale="log")
+        ax.legend(fontsize=7)
     return save_figure(fig, out, "landscape_line.png")
 
 
-def plot_surfaces(out: Path, results: dict, depth: int) -> str:
-    """The 2-D slices as 3-D surfaces of log10 loss on one z scale, plain | residual (Li et al.'s Fig. 1)."""
-    fig, axes = figure(2, 1, size=(5.0, 4.5))
-    grids = {kind: np.log10(np.maximum(np.array(results[kind]["grid"]), 1e-6)) for kind in NETS}
+def plot_surfaces(out: Path, results: dict, depths: Sequence[int]) -> str:
+    """The 2-D slices as 3-D surfaces of log10 loss on one z scale, plain | residual, a row per depth
+    (Li et al.'s Fig. 1)."""
+    fig, axes = figure(2, len(depths), size=(5.0, 4.5))
+    grids = {
+        (d, k): np.log10(np.maximum(np.array(results[str(d)][k]["grid"]), 1e-6)) for d in depths for k in NETS
+    }
     low, high = min(g.min() for g in grids.values()), max(g.max() for g in grids.values())
-    for k, kind in enumerate(("plain", "residual")):
-        axes[0][k].remove()
-        ax = fig.add_subplot(1, 2, k + 1, projection="3d")
-        c = np.array(results[kind]["plane"])
-        a, b = np.meshgrid(c, c, indexing="ij")
-        ax.plot_surface(a, b, grids[kind], cmap="viridis", vmin=low, vmax=high, linewidth=0)
-        ax.set(title=NETS[kind].format(d=depth), xlabel="direction 1", ylabel="direction 2", zlim=(low, high))
-        ax.set_zlabel("log10 training loss")
+    for i, depth in enumerate(depths):
+        for j, kind in enumerate(("plain", "residual")):
+            axes[i][j].remove()
+            ax = fig.add_subplot(len(depths), 2, 2 * i + j + 1, projection="3d")
+            c = np.array(results[str(depth)][kind]["plane"])
+            a, b = np.meshgrid(c, c, indexing="ij")
+            ax.plot_surface(a, b, grids[depth, kind], cmap="viridis", vmin=low, vmax=high, linewidth=0)
+            ax.set(
+                title=NETS[kind].format(d=depth), xlabel="direction 1", ylabel="direction 2", zlim=(low, high)
+            )
+            ax.set_zlabel("log10 training loss")
     return save_figure(fig, out, "landscape_3d.png")
