@@ -20,7 +20,7 @@ from resnets.analysis.experiments.gradients import (
     spread,
     wider,
 )
-from resnets.analysis.experiments.highway import carry_gate_bias, trains
+from resnets.analysis.experiments.highway import carry_gate_bias, loss_cell, trains
 from resnets.analysis.experiments.landscape import (
     barrier,
     basin_distance,
@@ -660,3 +660,9 @@ def test_skip_span_on_tiny_mnist(tmp_path, data_dir) -> None:
     results = _check_outputs(tmp_path / "span", "skip-span")["results"]
     assert len(results) == 3 * 3 * 2 + 1
     assert all(0 < r["train_loss"][0] < 10 for r in results.values())  # finite: every run logged its steps
+
+
+def test_a_loss_cell_says_how_many_runs_diverged() -> None:
+    assert loss_cell([0.1, 0.3]) == "0.200 ± 0.141"  # std with ddof 1: √(2 · 0.1²) / 1
+    assert loss_cell([0.1, math.inf, 0.3]) == "0.200 ± 0.141 (1 of 3 diverged)"
+    assert loss_cell([math.inf, math.inf]) == "2 of 2 diverged"
