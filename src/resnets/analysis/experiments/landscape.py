@@ -107,7 +107,9 @@ def run(settings: Settings) -> Report:
         twins = trained_twins(
             settings, NETS, depth, data, seeds, "fast-cifar", settings.pick("budget", 30, 30)
         )
-        results[str(depth)] = measure_depth(settings, twins, depth, images, labels, splits.num_classes)
+        results[str(depth)] = measure_depth(
+            settings, twins, depth, images, labels, splits.num_classes, sizes, seeds
+        )
         sources[str(depth)], runs = twins.source, [*runs, *twins.runs]
         notes.append(twins.note())
     names = " and ".join(f"resnet{d}/plain{d}" for d in depths)
@@ -177,13 +179,18 @@ def run(settings: Settings) -> Report:
 
 
 def measure_depth(
-    settings: Settings, twins: Twins, depth: int, images: torch.Tensor, labels: torch.Tensor, num_classes: int
+    settings: Settings,
+    twins: Twins,
+    depth: int,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    sizes: dict,
+    seeds: list[int],
 ) -> dict:
     """Both nets of one depth: slices, Hessian extremes and the line to the minimum, each loss logged to
     OUT/points-NET.jsonl as it is computed (with --reuse-runs a stopped run resumes there), and the rise
     inside the basin both nets share."""
-    sizes = QUICK if settings.quick else FULL
-    seeds = settings.seeds or [0]
     alphas = np.linspace(*ALPHAS, sizes["alphas"])
     results = {}
     for kind, (net, *others) in twins.nets.items():
