@@ -11,7 +11,7 @@ import resnets
 import resnets.analysis.experiments.landscape as landscape_module
 from formats import write_cifar10, write_mnist
 from resnets.analysis.experiments import EXPERIMENTS, Settings, run_experiment
-from resnets.analysis.experiments.degradation import degrades, final_train_error
+from resnets.analysis.experiments.degradation import degradation_notes, degrades, final_train_error
 from resnets.analysis.experiments.dynamics import dynamics_verdict, init_mean, phase_means, stages
 from resnets.analysis.experiments.gradients import (
     first_last_ratio,
@@ -73,6 +73,16 @@ def test_degradation_verdict_needs_more_than_the_seed_spread() -> None:
     assert not degrades([0.40, 0.41], [0.30, 0.32])  # deeper is better
     steps = [{"accuracy": a} for a in [0.1] * 18 + [0.6, 0.8]]
     assert final_train_error(steps) == pytest.approx(0.3)  # the last tenth: 2 of 20 log lines
+
+
+def test_degradation_notes_name_the_protocol_that_ran() -> None:
+    train = {"plain": ([0.05], [0.10]), "residual": ([0.05], [0.04])}
+    (all_images,) = degradation_notes(train, 56, 15, "fast-cifar", subset=0)
+    assert "15 epochs of fast-cifar on all training images" in all_images and "he2016" not in all_images
+    (truncated,) = degradation_notes(train, 56, 4, "he2016-cifar", subset=0)
+    assert truncated.startswith("Shortened: 4 epoch(s) of he2016-cifar")
+    subset_notes = degradation_notes(train, 56, 10, "fast-cifar", subset=5000)
+    assert "subset of 5,000 training images" in subset_notes[0] and len(subset_notes) == 2
 
 
 def test_highway_gate_bias_carries_half_the_input_through_the_stack() -> None:
