@@ -12,7 +12,15 @@ import resnets.analysis.experiments.landscape as landscape_module
 from formats import write_cifar10, write_mnist
 from resnets.analysis.experiments import EXPERIMENTS, Settings, run_experiment
 from resnets.analysis.experiments.degradation import degradation_notes, degrades, final_train_error
-from resnets.analysis.experiments.dynamics import dynamics_verdict, init_mean, phase_means, stages
+from resnets.analysis.experiments.dynamics import (
+    branch_profile,
+    dynamics_verdict,
+    endpoint_sentence,
+    init_mean,
+    phase_means,
+    shipped_endpoint,
+    stages,
+)
 from resnets.analysis.experiments.gradients import (
     first_last_ratio,
     gradients_verdict,
@@ -177,6 +185,39 @@ def test_skip_dynamics_verdict_tests_each_claim_per_stage_beyond_the_seed_spread
     assert "holds in 1 of 3 stages (layer2)" in said and "holds in 1 of 3 stages (layer3)" in said
     assert "the highway gates open in 1 of 3 stages (layer3)" in said
     assert said.endswith("grows in 2 of 3 stages (layer1, layer3) and falls in 1 of 3 stages (layer2).")
+
+
+def test_the_shipped_endpoint_is_each_stage_s_ratio_computed_by_hand_with_batch_statistics() -> None:
+    x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    endpoint = shipped_endpoint("cifar10", 20, x, torch.device("cpu"))
+    assert endpoint is not None and endpoint["weights"] == "resnet20.cifar10"
+    model = resnets.create_model("resnet20", weights="cifar10").train()  # batch statistics, as training
+    ratios = []
+    with torch.no_grad():
+        h = model.relu(model.bn1(model.conv1(x)))
+        for block in model.layer1:  # identity skips: S(h) = h
+            branch = block.bn2(block.conv2(block.relu(block.bn1(block.conv1(h)))))
+            ratios.append(branch.flatten(1).norm(dim=1).mean() / h.flatten(1).norm(dim=1).mean())
+            h = torch.relu(branch + h)
+    assert endpoint["ratio"]["layer1"] == pytest.approx(float(torch.stack(ratios).mean()), rel=1e-4)
+    assert list(endpoint["ratio"]) == ["layer1", "layer2", "layer3"]
+    assert shipped_endpoint("cifar10", 110, x, torch.device("cpu")) is None  # no resnet110 weights ship
+    model = resnets.create_model("resnet20", weights="cifar10").eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    branch_profile(model, x)
+    assert not model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_the_endpoint_sentence_compares_each_stage_with_the_first_fifth() -> None:
+    results = {f"residual/ratio/layer{i}": {"early": [e, e]} for i, e in ((1, 0.6), (2, 0.4), (3, 0.4))}
+    endpoint = {"weights": "resnet56.cifar10", "test_accuracy": 0.9191, "ratio": {}}
+    endpoint["ratio"] = {"layer1": 0.3, "layer2": 0.27, "layer3": 0.55}
+    said = endpoint_sentence(results, endpoint)
+    assert (
+        "resnet56.cifar10, 91.91% test accuracy" in said
+        and "0.30, 0.27, 0.55 against 0.60, 0.40, 0.40" in said
+    )
+    assert said.endswith("higher in 1 of 3 stages (layer3).")
 
 
 def test_lesion_knows_the_downsampling_blocks_and_reproduce_its_tables() -> None:
@@ -389,6 +430,8 @@ def test_degradation_gradients_highway_and_dynamics_on_tiny_data(tmp_path, data_
     assert {"skip_dynamics_layer1.png", "skip_dynamics_layer3.png"} <= set(dyn["figures"])
     assert len(histories["residual"][0]) >= 2 and len(histories["highway"][0][0]["gate"]) == 9
     assert histories["residual"][0][0]["step"] == 0  # the net as initialised is probed too
+    assert dyn["results"]["shipped"]["weights"] == "resnet20.cifar10"  # where a complete schedule ends
+    assert "Trained to the end (the shipped resnet20.cifar10" in dyn["verdict"]
 
 
 def test_cli_lists_experiments_and_runs_one(tmp_path, capsys) -> None:

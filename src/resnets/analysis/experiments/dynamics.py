@@ -53,18 +53,63 @@ class BranchWatcher:
         self.x, self.history, self.names = x, [], []
 
     def __call__(self, trainer: Any, log: Any) -> None:
-        model = trainer.model
-        buffers = {name: b.clone() for name, b in model.named_buffers()}
-        was_training = model.training
-        model.train()
-        with torch.no_grad(), record_branches(model) as stats:
-            model(self.x.to(next(model.parameters()).device))
-        model.train(was_training)
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                b.copy_(buffers[name])
-        self.names = stats.names
-        self.history.append({"step": trainer.step, "ratio": stats.ratios(), "gate": stats.gate})
+        self.names, ratios, gates = branch_profile(trainer.model, self.x)
+        self.history.append({"step": trainer.step, "ratio": ratios, "gate": gates})
+
+
+def branch_profile(
+    model: torch.nn.Module, x: torch.Tensor
+) -> tuple[list[str], list[float | None], list[float | None]]:
+    """Block names, ‖F(x)‖/‖S(x)‖ and mean gate per block on batch `x`, normalised by its own batch
+    statistics as in training; every buffer (batch-norm running statistics) is restored afterwards."""
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    was_training = model.training
+    model.train()
+    with torch.no_grad(), record_branches(model) as stats:
+        model(x.to(next(model.parameters()).device))
+    model.train(was_training)
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            b.copy_(buffers[name])
+    return stats.names, stats.ratios(), stats.gate
+
+
+def shipped_endpoint(data: str, depth: int, x: torch.Tensor, device: torch.device) -> dict[str, Any] | None:
+    """resnets' shipped resnet{depth} weights for `data` (trained to within a point or two of the paper)
+    and their ‖F(x)‖/‖S(x)‖ per stage on `x`: where a complete schedule ends. None where none ship."""
+    from resnets.models.factory import create_model
+    from resnets.weights import weights_for
+
+    entry = next((w for w in weights_for(f"resnet{depth}") if w.tag == data), None)
+    if entry is None:
+        return None
+    model = create_model(entry.model, weights=entry.tag).to(device)
+    names, ratios, _ = branch_profile(model, x)
+    per_stage = {
+        stage: _block_mean([{"ratio": ratios}], "ratio", blocks) for stage, blocks in stages(names).items()
+    }
+    return {
+        "weights": entry.name,
+        "test_accuracy": entry.test_accuracy,
+        "command": entry.command,
+        "ratio": per_stage,
+    }
+
+
+def endpoint_sentence(results: dict[str, dict[str, list[float]]], endpoint: dict[str, Any]) -> str:
+    """The fully trained net's ratio per stage beside the first fifth of these runs: does a complete
+    schedule end with larger branches (the seed's restoring) than early training had?"""
+    stage_names, trained = list(endpoint["ratio"]), endpoint["ratio"]
+    early = {s: statistics.fmean(results[f"residual/ratio/{s}"]["early"]) for s in stage_names}
+    higher = [s for s in stage_names if trained[s] > early[s]]
+    listed = f" ({', '.join(higher)})" if higher else ""
+    return (
+        f"Trained to the end (the shipped {endpoint['weights']}, {100 * endpoint['test_accuracy']:.2f}% test "
+        f"accuracy; one run, not counted above): the ratio per stage is "
+        f"{', '.join(f'{trained[s]:.2f}' for s in stage_names)} against "
+        f"{', '.join(f'{early[s]:.2f}' for s in stage_names)} in the first fifth here, higher in "
+        f"{len(higher)} of {len(stage_names)} stages{listed}."
+    )
 
 
 def phase_means(history: list[dict], key: str, blocks: Sequence[int] | None = None) -> tuple[float, float]:
@@ -143,6 +188,9 @@ def run(settings: Settings) -> Report:
             )
     stage_names = list(per_stage["residual"])
     verdict = dynamics_verdict(results, stage_names)
+    endpoint = shipped_endpoint(data, depth, x, settings.torch_device)
+    if endpoint is not None:
+        verdict += " " + endpoint_sentence(results, endpoint)
     notes = [
         "Measured on a fixed batch of 128 training images normalised by its own batch statistics, as in "
         "training (running statistics and every other buffer restored after), "
@@ -155,12 +203,24 @@ def run(settings: Settings) -> Report:
         "hundreds of steps at lr 0.1 from the start): a departure from the paper's 164-epoch step "
         "schedule, so that a short run still warms up, peaks and decays.",
     ]
+    if endpoint is not None:
+        notes.append(
+            f"Trained to the end: the shipped {endpoint['weights']} (`{endpoint['command']}`; its EMA "
+            "weights), probed on the same batch in the same way. It is one run of another length (no "
+            "200-step warm-up), so it is context for the second claim, not counted in it: where a "
+            "complete schedule ends, against where these short runs start."
+        )
     return Report(
         name="skip-dynamics",
         title=f"What the skips do during training, per stage: resnet{depth} and highway{depth}",
         command=settings.command,
         settings={"data": data, "depth": depth, "epochs": epochs, "recipe": RECIPE, "seeds": seeds},
-        results={"phases": results, "stages": per_stage["residual"], "histories": histories},
+        results={
+            "phases": results,
+            "stages": per_stage["residual"],
+            "histories": histories,
+            "shipped": endpoint,
+        },
         table=markdown_table(["net", "stage", "quantity", "at init", "first fifth", "last fifth"], rows),
         verdict=verdict,
         figures=figures,
