@@ -10,7 +10,9 @@ average over all blocks, which mixes stages that move in opposite directions:
 2. "the network gradually restores the skipped layers" (the weights "amplify the previously-skipped
    layer"): the ratio and the gates grow from the first to the last fifth, beyond the seed spread.
 The nets train with a complete short schedule (fast-cifar's warm-up and cosine decay to zero, the
-200-step linear warm-up of the depth experiments in front), not a truncated 164-epoch one.
+200-step linear warm-up of the depth experiments in front), not a truncated 164-epoch one. Where resnets
+ships resnet{depth} weights (a complete 30-40 epoch schedule), they are probed the same way: where
+training ends, as context for claim 2 (one run of another length, so not counted in its verdict).
 """
 
 from __future__ import annotations
