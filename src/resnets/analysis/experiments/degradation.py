@@ -189,9 +189,9 @@ def degradation_notes(
         )
     if recipe != "he2016-cifar" and not subset:
         notes.append(
-            f"Protocol: {epochs:g} epochs of {recipe} on all training images (less its held-out validation "
-            "split), a complete schedule (cosine to 0) behind a 200-step linear warm-up from 0.01, not He et "
-            "al.'s 64k iterations with step decays; the claim tested is the ordering of training errors."
+            f"Protocol: {epochs:g} epochs of {recipe} on all training images (experiments hold none out), "
+            "a complete schedule (cosine to 0) behind a 200-step linear warm-up from 0.01, not He et al.'s "
+            "64k iterations with step decays; the claim tested is the ordering of training errors."
         )
     elif epochs < 164 and not subset:
         notes.append(
