@@ -79,12 +79,14 @@ def branch_profile(
 def shipped_endpoint(data: str, depth: int, x: torch.Tensor, device: torch.device) -> dict[str, Any] | None:
     """resnets' shipped resnet{depth} weights for `data` (trained to within a point or two of the paper)
     and their ‖F(x)‖/‖S(x)‖ per stage on `x`: where a complete schedule ends. None where none ship."""
+    from resnets.analysis.experiments.twins import shipped_twins
     from resnets.models.factory import create_model
-    from resnets.weights import weights_for
+    from resnets.weights import find_weights
 
-    entry = next((w for w in weights_for(f"resnet{depth}") if w.tag == data), None)
-    if entry is None:
+    shipped = shipped_twins({"residual": NETS["residual"]}, depth, data)  # the lesion study's lookup
+    if shipped is None:
         return None
+    entry = find_weights(None, shipped["residual"])
     model = create_model(entry.model, weights=entry.tag).to(device)
     names, ratios, _ = branch_profile(model, x)
     per_stage = {
